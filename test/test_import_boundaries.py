@@ -1,0 +1,20 @@
+"""Imports point one way: the engine never pulls in rclpy (nor torch/tensorrt eagerly)."""
+import subprocess
+import sys
+
+
+def modules_after(statement):
+    code = f'import sys; {statement}; print(" ".join(sorted(sys.modules)))'
+    out = subprocess.run([sys.executable, '-c', code], check=True, capture_output=True,
+                         text=True).stdout
+    return set(out.split())
+
+
+def test_engine_imports_without_ros_or_gpu_stacks():
+    loaded = modules_after('import rtmo_ros.engine')
+    assert not {'rclpy', 'torch', 'tensorrt'} & loaded
+
+
+def test_rtmo_train_never_imports_rclpy():
+    loaded = modules_after('import rtmo_train')
+    assert 'rclpy' not in loaded
