@@ -1,0 +1,38 @@
+"""Inference backends: ONNX Runtime, TensorRT and PyTorch behind one small contract.
+
+Every backend turns a network-input batch into per-image raw detections:
+
+    infer(inputs) -> list of (dets (N, 5), keypoints (N, K, 3)), one pair per image
+    inputs:    (B, 3, H, W) float32, C-contiguous, BGR, 0..255 (see ``preprocess``)
+    dets:      x1, y1, x2, y2, score in network-input pixels, boxes not clamped
+    keypoints: x, y, score in network-input pixels
+
+Attributes each backend sets: ``name`` ('onnxruntime' | 'tensorrt' | 'torch'), ``precision``
+('fp32' | 'fp16'), ``input_size`` (W, H), ``num_keypoints``, ``max_batch`` (None: any) and
+``graph_nms_thr`` (the IoU threshold of the NMS that already ran inside the backend, fixed at
+export time for graph backends; None when the backend ran NMS at the caller's threshold).
+Heavy modules (onnxruntime, tensorrt, torch) are imported only inside the backend modules,
+which are themselves imported only when a backend is created (``select.create_backend``).
+"""
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot run here: its package is missing or it needs a device that is absent."""
+
+
+class Backend:
+    """Base of the backends: attributes of the contract above plus ``close()``."""
+
+    name = ''
+    precision = 'fp32'
+    input_size = (0, 0)
+    num_keypoints = 0
+    max_batch = None
+    graph_nms_thr = None
+
+    def infer(self, inputs):
+        """Run the network on ``inputs`` (B, 3, H, W); see the module docstring."""
+        raise NotImplementedError
+
+    def close(self):
+        """Free the session / engine and its device memory; the backend is unusable after."""

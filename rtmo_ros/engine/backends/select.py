@@ -1,0 +1,78 @@
+"""Pick a backend for a model file and create it (imports each backend module lazily)."""
+import importlib.util
+import logging
+
+from . import BackendUnavailable
+
+LOG = logging.getLogger(__name__)
+
+BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'torch')
+
+# model file kind -> backends that can run it
+RUNS = {'onnx': ('tensorrt', 'onnxruntime'), 'engine': ('tensorrt',), 'pth': ('torch',)}
+
+
+def model_kind(path):
+    """Return 'onnx', 'engine' or 'pth' from a model file's suffix."""
+    suffix = str(path).lower().rsplit('.', 1)[-1]
+    kinds = {'onnx': 'onnx', 'engine': 'engine', 'plan': 'engine', 'trt': 'engine',
+             'pth': 'pth', 'pt': 'pth'}
+    if suffix not in kinds:
+        raise ValueError(f'cannot tell the model type of {path}: use a .onnx graph, a TensorRT '
+                         '.engine/.plan file or a .pth checkpoint')
+    return kinds[suffix]
+
+
+def tensorrt_usable():
+    """Return (ok, why) telling whether TensorRT and a CUDA device are present (no import of
+    tensorrt when it is not installed)."""
+    if importlib.util.find_spec('tensorrt') is None:
+        return False, 'tensorrt is not installed'
+    from .tensorrt_backend import cuda_device_count
+    if cuda_device_count() == 0:
+        return False, 'tensorrt is installed but no CUDA device is visible'
+    return True, 'tensorrt and a CUDA device are available'
+
+
+def choose(backend, kind, device=None):
+    """Return (backend name, device, one-line reason) for ``backend`` on a model of ``kind``.
+
+    'auto' prefers tensorrt > onnxruntime with CUDA > onnxruntime on CPU for ONNX graphs;
+    ``device='cpu'`` forces the CPU.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f'unknown backend {backend!r}; choose one of {", ".join(BACKENDS)}')
+    if backend != 'auto':
+        if backend not in RUNS[kind]:
+            raise ValueError(f'the {backend} backend cannot run a .{kind} model; it runs with '
+                             f'{" or ".join(RUNS[kind])} (export ONNX with rtmo-export)')
+        return backend, device, f'backend {backend} requested'
+    if kind == 'engine':
+        return 'tensorrt', device, 'a serialized TensorRT engine runs only with tensorrt'
+    if kind == 'pth':
+        return 'torch', device, 'a .pth checkpoint runs only with the torch backend'
+    if device is not None and device.lower() == 'cpu':
+        return 'onnxruntime', 'cpu', 'device cpu requested: onnxruntime on CPU'
+    ok, why = tensorrt_usable()
+    if ok:
+        return 'tensorrt', device, why
+    from .onnxruntime_backend import cuda_provider_available
+    if cuda_provider_available():
+        return 'onnxruntime', device or 'cuda', f'{why}; onnxruntime has CUDA'
+    return 'onnxruntime', 'cpu', f'{why} and onnxruntime has no CUDA provider: CPU'
+
+
+def create_backend(name, path, device=None, precision='fp16', cache_dir=None,
+                   num_threads=None, score_thr=0.1, nms_thr=0.65):
+    """Create backend ``name`` ('tensorrt' | 'onnxruntime' | 'torch') for the model at ``path``."""
+    if name == 'onnxruntime':
+        from .onnxruntime_backend import OnnxRuntimeBackend
+        return OnnxRuntimeBackend(path, device=device, num_threads=num_threads)
+    if name == 'tensorrt':
+        from .tensorrt_backend import TensorRTBackend
+        return TensorRTBackend(path, device=device, precision=precision, cache_dir=cache_dir)
+    if name == 'torch':
+        from .torch_backend import TorchBackend
+        return TorchBackend(path, device=device, precision=precision, score_thr=score_thr,
+                            nms_thr=nms_thr, num_threads=num_threads)
+    raise BackendUnavailable(f'unknown backend {name!r}')

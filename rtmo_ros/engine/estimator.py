@@ -1,0 +1,175 @@
+"""PoseEstimator: BGR image(s) in, :class:`Poses` out, on any backend."""
+from dataclasses import dataclass
+import logging
+import os
+import pathlib
+import time
+
+import numpy as np
+
+from . import postprocess
+from .backends.select import choose, create_backend, model_kind
+from .preprocess import check_image, letterbox_image
+from .skeleton import skeleton_for
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """Wall-clock milliseconds of the stages of the last call (for a batch: the whole batch)."""
+
+    preprocess_ms: float = 0.0
+    inference_ms: float = 0.0
+    postprocess_ms: float = 0.0
+
+    @property
+    def total_ms(self):
+        return self.preprocess_ms + self.inference_ms + self.postprocess_ms
+
+
+def resolve_model(model, backend='auto'):
+    """Return (path, display name) for a zoo name or a model file path.
+
+    Zoo names download their ONNX graph (or, for ``backend='torch'`` or entries without an
+    official ONNX, their checkpoint) into the model cache first (see ``download``).
+    """
+    text = os.fspath(model)
+    suffixes = ('.onnx', '.engine', '.plan', '.trt', '.pth', '.pt')
+    if isinstance(model, pathlib.PurePath) or os.sep in text or text.lower().endswith(suffixes):
+        path = pathlib.Path(text).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f'model file {path} does not exist; pass an existing '
+                                    '.onnx/.engine/.plan/.pth file or a zoo name')
+        return path, path.stem
+    from . import download, zoo
+    entry = zoo.get(text)
+    return download.fetch_entry(entry, prefer_checkpoint=(backend == 'torch')), entry.name
+
+
+class PoseEstimator:
+    """Multi-person 2-D pose estimation with RTMO on ONNX Runtime, TensorRT or PyTorch.
+
+    ``model``: a zoo name (``rtmo_ros.engine.zoo.names()``), an ``.onnx`` graph, a serialized
+    TensorRT engine (``.engine``/``.plan``) or a ``.pth`` checkpoint (torch backend).
+    ``backend``: 'auto' (tensorrt > onnxruntime CUDA > onnxruntime CPU), 'tensorrt',
+    'onnxruntime' or 'torch'. ``score_thr``: keep people with score > this. ``nms_thr``: IoU
+    threshold of NMS; the official graphs already run NMS at 0.65, fixed at export time, so a
+    lower value adds a second NMS and a higher one has no effect. ``max_persons``: keep at most
+    that many (None: all the graph returns, at most 50 for the official graphs). ``precision``:
+    'fp16' or 'fp32' for TensorRT and torch on CUDA (ONNX Runtime always runs fp32).
+    ``cache_dir``: TensorRT engine cache. ``num_threads``: CPU threads (ONNX Runtime, torch).
+    """
+
+    def __init__(self, model, backend='auto', device=None, score_thr=0.1, nms_thr=0.65,
+                 max_persons=None, precision='fp16', cache_dir=None, num_threads=None):
+        if precision not in ('fp16', 'fp32'):
+            raise ValueError(f'precision must be fp16 or fp32, got {precision!r}')
+        if max_persons is not None and max_persons < 0:
+            raise ValueError(f'max_persons must be >= 0 or None, got {max_persons}')
+        path, self.model_name = resolve_model(model, backend)
+        name, device, why = choose(backend, model_kind(path), device)
+        LOG.info('rtmo: backend %s (%s)', name, why)
+        self.backend_reason = why
+        self.score_thr, self.nms_thr, self.max_persons = score_thr, nms_thr, max_persons
+        self._backend = create_backend(name, path, device=device, precision=precision,
+                                       cache_dir=cache_dir, num_threads=num_threads,
+                                       score_thr=score_thr, nms_thr=nms_thr)
+        self._inputs = np.empty((0, 3) + self.input_size[::-1], np.float32)
+        self.timings = StageTimes()
+
+    # -- properties the ROS node reads -------------------------------------------------------
+    @property
+    def backend(self):
+        """Name of the backend in use: 'tensorrt', 'onnxruntime' or 'torch'."""
+        return self._live().name
+
+    @property
+    def precision(self):
+        """'fp16' or 'fp32', what the backend actually runs."""
+        return self._live().precision
+
+    @property
+    def input_size(self):
+        """Network input size (W, H) in pixels."""
+        return tuple(self._live().input_size)
+
+    @property
+    def num_keypoints(self):
+        return self._live().num_keypoints
+
+    @property
+    def skeleton(self):
+        """The :class:`~rtmo_ros.engine.skeleton.Skeleton` matching ``num_keypoints``."""
+        return skeleton_for(self.num_keypoints)
+
+    def _live(self):
+        if self._backend is None:
+            raise RuntimeError('this PoseEstimator was closed; create a new one')
+        return self._backend
+
+    # -- inference ---------------------------------------------------------------------------
+    def __call__(self, image_bgr):
+        """Estimate the poses in one (H, W, 3) uint8 BGR image; return :class:`Poses`."""
+        return self.batch([image_bgr])[0]
+
+    def batch(self, images_bgr):
+        """Estimate poses in several BGR images with one inference call; return [Poses].
+
+        Images may differ in size. Backends with a fixed batch size run in chunks of it.
+        """
+        backend = self._live()
+        images = list(images_bgr)
+        for image in images:
+            check_image(image)
+        if not images:
+            return []
+        t0 = time.perf_counter()
+        inputs, boxes = self._preprocess(images)
+        t1 = time.perf_counter()
+        step = backend.max_batch or len(images)
+        raw = []
+        for start in range(0, len(images), step):
+            raw.extend(backend.infer(inputs[start:start + step]))
+        t2 = time.perf_counter()
+        extra_nms = self._extra_nms_thr(backend)
+        poses = [postprocess.to_poses(dets, kpts, box, backend.input_size, self.score_thr,
+                                      extra_nms, self.max_persons)
+                 for (dets, kpts), box in zip(raw, boxes)]
+        t3 = time.perf_counter()
+        self.timings = StageTimes(1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2))
+        return poses
+
+    def _preprocess(self, images):
+        """Warp every image into the reused (B, 3, H, W) input buffer; return (view, boxes)."""
+        count = len(images)
+        if self._inputs.shape[0] < count:
+            self._inputs = np.empty((count, 3) + self.input_size[::-1], np.float32)
+        boxes = [letterbox_image(image, self.input_size, out=self._inputs[i])[1]
+                 for i, image in enumerate(images)]
+        return self._inputs[:count], boxes
+
+    def _extra_nms_thr(self, backend):
+        """Threshold of a second NMS, needed only when the user asks for a stricter one."""
+        graph = backend.graph_nms_thr
+        if graph is not None and self.nms_thr is not None and self.nms_thr < graph:
+            return self.nms_thr
+        return None
+
+    def close(self):
+        """Free the backend (session, engine, GPU memory). Calling it twice is harmless."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        if self._backend is None:
+            return f'PoseEstimator({self.model_name!r}, closed)'
+        return (f'PoseEstimator({self.model_name!r}, backend={self.backend!r}, '
+                f'precision={self.precision!r}, input_size={self.input_size})')
