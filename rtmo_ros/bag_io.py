@@ -1,0 +1,268 @@
+"""Rosbag2 reading and writing with ``rosbags`` (pure Python: no rosbag2_py, no ROS install).
+
+Reads image topics (``sensor_msgs/Image``, ``sensor_msgs/CompressedImage``) from sqlite3 and
+mcap rosbag2 bags, writes image bags and ``rtmo_msgs/PersonArray`` bags. The ``rtmo_msgs``
+types are registered from their ``.msg`` files, so a bag written here has the exact message
+definitions (and type hashes) that ``ros2 bag`` records from the node.
+"""
+from dataclasses import dataclass
+import functools
+import os
+import pathlib
+
+import cv2
+import numpy as np
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from rtmo_ros import image_conversion
+from rtmo_ros.engine.poses import Poses
+
+IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED = 'sensor_msgs/msg/CompressedImage'
+PERSON_ARRAY = 'rtmo_msgs/msg/PersonArray'
+IMAGE_TYPES = (IMAGE, COMPRESSED)
+RTMO_MSGS = ('Keypoint2D', 'Person', 'PersonArray', 'SkeletonInfo')
+# rosbag2 metadata version 8 is what Jazzy writes; Jazzy and Kilted both read it.
+BAG_VERSION = 8
+STORAGES = {'sqlite3': StoragePlugin.SQLITE3, 'mcap': StoragePlugin.MCAP}
+
+
+class BagError(Exception):
+    """A bag, topic or annotation file that cannot be used; the message says why and the fix."""
+
+
+@dataclass
+class Frame:
+    """One image message of a bag.
+
+    stamp_ns: header stamp [ns] (capture time, the key that matches ground truth).
+    log_ns:   time the recorder received it [ns] (the bag's own timestamp, used for replay).
+    msgtype:  ``sensor_msgs/msg/Image`` or ``sensor_msgs/msg/CompressedImage``.
+    rawdata:  the serialized CDR message, as recorded (republished unchanged online).
+    """
+
+    stamp_ns: int
+    log_ns: int
+    msgtype: str
+    rawdata: bytes
+
+    def decode(self):
+        """Return the image as (H, W, 3) uint8 BGR."""
+        msg = typestore().deserialize_cdr(self.rawdata, self.msgtype)
+        return image_to_bgr(msg)
+
+
+def msg_dir():
+    """Folder holding the ``rtmo_msgs`` ``.msg`` files: the source tree, else the install."""
+    source = pathlib.Path(__file__).resolve().parents[1] / 'rtmo_msgs' / 'msg'
+    if (source / 'PersonArray.msg').is_file():
+        return source
+    from ament_index_python.packages import get_package_share_directory
+    return pathlib.Path(get_package_share_directory('rtmo_msgs')) / 'msg'
+
+
+@functools.lru_cache(maxsize=1)
+def typestore():
+    """Return the ROS 2 Kilted typestore with the ``rtmo_msgs`` types registered."""
+    store = get_typestore(Stores.ROS2_KILTED)
+    folder = msg_dir()
+    types = {}
+    for name in RTMO_MSGS:
+        text = (folder / f'{name}.msg').read_text()
+        types.update(get_types_from_msg(text, f'rtmo_msgs/msg/{name}'))
+    store.register(types)
+    return store
+
+
+def stamp_ns(header):
+    """Header stamp of a deserialized message in integer nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def make_header(ns, frame_id):
+    """Return a rosbags ``std_msgs/Header`` for stamp ``ns`` [ns]."""
+    types = typestore().types
+    stamp = types['builtin_interfaces/msg/Time'](sec=ns // 1_000_000_000,
+                                                nanosec=ns % 1_000_000_000)
+    return types['std_msgs/msg/Header'](stamp=stamp, frame_id=frame_id)
+
+
+# -- reading -------------------------------------------------------------------------------------
+def open_bag(path):
+    """Open a rosbag2 (directory with metadata.yaml, or a .db3/.mcap file); return the Reader."""
+    path = pathlib.Path(path)
+    fix = 'pass a rosbag2 directory (with metadata.yaml) or a .db3/.mcap file'
+    if not path.exists():
+        raise BagError(f'bag {path} does not exist; {fix}')
+    if path.is_dir() and not (path / 'metadata.yaml').is_file():
+        raise BagError(f'bag directory {path} has no metadata.yaml; {fix}')
+    try:
+        reader = Reader(path)
+        reader.open()
+    except Exception as exc:  # rosbags raises ReaderError, FileNotFoundError, sqlite errors...
+        reason = str(exc).rstrip('.') or type(exc).__name__
+        raise BagError(f'bag {path} is not a readable rosbag2 ({reason}); {fix}') from None
+    return reader
+
+
+def image_topics(reader):
+    """Return {topic: msgtype} of the bag's image topics, sorted by topic."""
+    return {c.topic: c.msgtype for c in sorted(reader.connections, key=lambda c: c.topic)
+            if c.msgtype in IMAGE_TYPES}
+
+
+def choose_topic(reader, topic=None):
+    """Return the image topic to read: ``topic`` (checked) or the only image topic of the bag."""
+    topics = image_topics(reader)
+    listing = ', '.join(f'{t} ({m.rsplit("/", 1)[-1]})' for t, m in topics.items()) or 'none'
+    if topic is not None:
+        if topic not in topics:
+            raise BagError(f'topic {topic} is not an image topic of bag {reader.path} '
+                           f'(image topics: {listing}); pass one of them with --topic')
+        return topic
+    if len(topics) != 1:
+        what = 'has no image topic' if not topics else 'has several image topics'
+        raise BagError(f'bag {reader.path} {what} (image topics: {listing}); '
+                       'pick one with --topic')
+    return next(iter(topics))
+
+
+def read_frames(reader, topic):
+    """Yield every :class:`Frame` of ``topic`` in recording order."""
+    store = typestore()
+    connections = [c for c in reader.connections if c.topic == topic]
+    for connection, log_ns, rawdata in reader.messages(connections=connections):
+        msg = store.deserialize_cdr(rawdata, connection.msgtype)
+        yield Frame(stamp_ns(msg.header), int(log_ns), connection.msgtype, bytes(rawdata))
+
+
+def count_messages(reader, topic):
+    """Number of messages on ``topic`` according to the bag's metadata."""
+    return sum(c.msgcount for c in reader.connections if c.topic == topic)
+
+
+# -- images --------------------------------------------------------------------------------------
+def image_to_bgr(msg):
+    """Decode a rosbags ``Image`` or ``CompressedImage`` into (H, W, 3) uint8 BGR.
+
+    The node's own conversion (:mod:`rtmo_ros.image_conversion`) does the work: rosbags
+    messages carry the same fields as rclpy's, so a bag is decoded exactly as the node would.
+    """
+    try:
+        if hasattr(msg, 'format'):
+            return image_conversion.compressed_to_bgr(msg)
+        return image_conversion.image_to_bgr(msg)
+    except image_conversion.ImageError as exc:
+        raise BagError(f'image at stamp {stamp_ns(msg.header)} ns: {exc}') from None
+
+
+def bgr_to_image_msg(image_bgr, ns, frame_id):
+    """Return a rosbags ``sensor_msgs/Image`` (bgr8) of an (H, W, 3) uint8 BGR image."""
+    height, width = image_bgr.shape[:2]
+    return typestore().types[IMAGE](
+        header=make_header(ns, frame_id), height=height, width=width, encoding='bgr8',
+        is_bigendian=0, step=width * 3,
+        data=np.ascontiguousarray(image_bgr, np.uint8).reshape(-1))
+
+
+def bgr_to_compressed_msg(image_bgr, ns, frame_id, quality=90):
+    """Return a rosbags ``sensor_msgs/CompressedImage`` (JPEG) of a BGR image."""
+    ok, data = cv2.imencode('.jpg', image_bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise BagError('OpenCV could not JPEG-encode the image')
+    return typestore().types[COMPRESSED](header=make_header(ns, frame_id), format='jpeg',
+                                         data=data.reshape(-1))
+
+
+# -- PersonArray <-> Poses -----------------------------------------------------------------------
+def poses_to_person_array(poses, ns, frame_id, skeleton):
+    """Return a rosbags ``rtmo_msgs/PersonArray`` holding ``poses`` (pixels of the image).
+
+    ``track_id`` is -1 (untracked) and ``keypoints_3d`` NaN (no depth), as the node publishes
+    them without a tracker or depth image.
+    """
+    types = typestore().types
+    kp_t, point_t = types['rtmo_msgs/msg/Keypoint2D'], types['geometry_msgs/msg/Point']
+    persons = []
+    for i in range(len(poses)):
+        x0, y0, x1, y1 = (float(v) for v in poses.boxes[i])
+        keypoints = [kp_t(x=float(x), y=float(y), score=float(s))
+                     for (x, y), s in zip(poses.keypoints[i], poses.keypoint_scores[i])]
+        nan = [point_t(x=np.nan, y=np.nan, z=np.nan) for _ in keypoints]
+        persons.append(types['rtmo_msgs/msg/Person'](
+            score=float(poses.scores[i]), x_min=x0, y_min=y0, x_max=x1, y_max=y1,
+            keypoints=keypoints, track_id=-1, keypoints_3d=nan))
+    return types[PERSON_ARRAY](header=make_header(ns, frame_id), skeleton=skeleton,
+                               persons=persons)
+
+
+def person_array_to_poses(msg, num_keypoints):
+    """Return the :class:`Poses` carried by a deserialized ``PersonArray``."""
+    if not msg.persons:
+        return Poses.empty(num_keypoints)
+    boxes = [(p.x_min, p.y_min, p.x_max, p.y_max) for p in msg.persons]
+    kpts = [[(k.x, k.y, k.score) for k in p.keypoints] for p in msg.persons]
+    kpts = np.asarray(kpts, np.float32).reshape(len(boxes), -1, 3)
+    return Poses(np.asarray(boxes, np.float32),
+                 np.asarray([p.score for p in msg.persons], np.float32),
+                 np.ascontiguousarray(kpts[..., :2]), np.ascontiguousarray(kpts[..., 2]))
+
+
+# -- writing -------------------------------------------------------------------------------------
+def storage_plugin(storage):
+    """Return the rosbags plugin for 'sqlite3' or 'mcap'."""
+    if storage not in STORAGES:
+        raise BagError(f'storage {storage!r} is not supported; use sqlite3 or mcap')
+    return STORAGES[storage]
+
+
+class BagWriter:
+    """Write messages of a few topics into a new rosbag2 directory (context manager).
+
+    ``writer.write(topic, msgtype, log_ns, message)`` serializes a rosbags message;
+    ``writer.write_raw(...)`` stores CDR bytes already serialized (e.g. received over DDS).
+    """
+
+    def __init__(self, path, storage='sqlite3'):
+        path = pathlib.Path(path)
+        if path.exists():
+            raise BagError(f'output bag {path} exists already; remove it or choose another path')
+        self.path = path
+        self._writer = Writer(path, version=BAG_VERSION, storage_plugin=storage_plugin(storage))
+        self._connections = {}
+
+    def __enter__(self):
+        self._writer.open()
+        return self
+
+    def __exit__(self, *exc):
+        self._writer.close()
+
+    def _connection(self, topic, msgtype):
+        if topic not in self._connections:
+            self._connections[topic] = self._writer.add_connection(topic, msgtype,
+                                                                   typestore=typestore())
+        return self._connections[topic]
+
+    def write(self, topic, msgtype, log_ns, message):
+        self.write_raw(topic, msgtype, log_ns, typestore().serialize_cdr(message, msgtype))
+
+    def write_raw(self, topic, msgtype, log_ns, rawdata):
+        self._writer.write(self._connection(topic, msgtype), int(log_ns), rawdata)
+
+
+def read_person_arrays(path, topic=None):
+    """Return [(log_ns, PersonArray)] of a bag (all PersonArray topics, or ``topic``)."""
+    reader = open_bag(path)
+    try:
+        store = typestore()
+        connections = [c for c in reader.connections if c.msgtype == PERSON_ARRAY
+                       and (topic is None or c.topic == topic)]
+        if not connections:
+            raise BagError(f'bag {os.fspath(path)} has no {PERSON_ARRAY} topic'
+                           + (f' named {topic}' if topic else ''))
+        return [(int(t), store.deserialize_cdr(raw, c.msgtype))
+                for c, t, raw in reader.messages(connections=connections)]
+    finally:
+        reader.close()
