@@ -1,0 +1,1 @@
+"""RTMO network parts, one per module: layers, backbone, neck, dcc, head, rtmo (whole)."""

@@ -1,0 +1,141 @@
+"""Parity of the pure-PyTorch RTMO with mmpose 1.3.2 on the shared rtmo-s fixtures."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from rtmo_ros.engine.preprocess import letterbox_image
+from rtmo_train import load_model
+
+# ../shared/parity/README.md tolerances
+FEATURE_RTOL = 1e-3   # max abs difference relative to the tensor's scale
+PIXEL_TOL = 0.05      # final keypoints and boxes, pixels
+SCORE_TOL = 1e-3
+
+
+@pytest.fixture(scope='module')
+def model(parity_dir):
+    return load_model(parity_dir / 'rtmo-s_coco_seed1.pth')
+
+
+@pytest.fixture(scope='module')
+def io(parity_dir):
+    return dict(np.load(parity_dir / 'rtmo-s_coco_seed1_io.npz'))
+
+
+@pytest.fixture(scope='module')
+def features(model, io):
+    """Backbone, neck and head outputs on the fixture's network input."""
+    with torch.no_grad():
+        backbone = model.backbone(torch.from_numpy(io['input']))
+        neck = model.neck(backbone)
+        head = model.head(neck)
+    return backbone, neck, head
+
+
+def match_by_box(boxes, ref_boxes):
+    """Index into ref for each of ``boxes`` (nearest corners); asserts a one-to-one match."""
+    assert boxes.shape == ref_boxes.shape
+    dist = np.abs(boxes[:, None, :] - ref_boxes[None, :, :]).max(-1)
+    idx = dist.argmin(1)
+    assert len(set(idx.tolist())) == len(idx), 'instances do not match one-to-one'
+    return idx
+
+
+def assert_close_features(ours, ref, name):
+    ours = ours.numpy()
+    assert ours.shape == ref.shape, name
+    scale = max(1.0, float(np.abs(ref).max()))
+    assert np.abs(ours - ref).max() <= FEATURE_RTOL * scale, name
+
+
+def assert_same_predictions(ours, io):
+    idx = match_by_box(ours['boxes'], io['bboxes'])
+    assert np.abs(ours['boxes'] - io['bboxes'][idx]).max() <= PIXEL_TOL
+    assert np.abs(ours['keypoints'] - io['keypoints'][idx]).max() <= PIXEL_TOL
+    assert np.abs(ours['scores'] - io['bbox_scores'][idx]).max() <= SCORE_TOL
+    assert np.abs(ours['keypoint_scores'] - io['keypoint_scores'][idx]).max() <= SCORE_TOL
+    assert np.all(np.diff(ours['scores']) <= 0), 'scores must be sorted, descending'
+
+
+def test_loads_fixture_as_rtmo_s(model):
+    assert (model.cfg.variant, model.cfg.num_keypoints, model.cfg.input_size) == \
+        ('s', 17, (640, 640))
+    assert not model.training
+
+
+def test_network_input_from_image(io):
+    net_input, _ = letterbox_image(io['image_bgr'], (640, 640))
+    diff = np.abs(net_input - io['input'][0])
+    # OpenCV's fixed-point bilinear warp rounds a few pixels one grey level apart from the
+    # fixture's OpenCV build; the letterbox geometry and the 114 padding are exact.
+    assert diff.max() <= 1.0
+    assert (diff > 0).mean() < 0.05
+    assert np.all(net_input[:, :106] == 114) and np.all(net_input[:, 534:] == 114)
+
+
+def test_backbone_outputs(features, io):
+    for i, x in enumerate(features[0]):
+        assert_close_features(x, io[f'backbone_{i}'], f'backbone_{i}')
+
+
+def test_neck_outputs(features, io):
+    for i, x in enumerate(features[1]):
+        assert_close_features(x, io[f'neck_{i}'], f'neck_{i}')
+
+
+def test_head_outputs(features, io):
+    head = features[2]
+    assert head.kpt_offsets is None  # eval mode: no regression branch
+    for level in range(2):
+        for name, ours in (('cls', head.cls), ('bbox', head.bbox), ('kpt_vis', head.kpt_vis),
+                           ('pose_feat', head.pose_vec)):
+            key = f'head_{name}_level{level}'
+            assert_close_features(ours[level], io[key], key)
+
+
+def test_predict_network_on_fixture_input(model, io):
+    """Network-space predictions, mapped back with mmpose's own formula and metadata."""
+    res = model.predict_network(io['input'])[0]
+    size, center, scale = io['input_size'], io['input_center'], io['input_scale']
+
+    def to_image(xy):  # mmpose add_pred_to_datasample
+        return xy / size * scale + center - scale / 2
+
+    boxes = np.clip(res['boxes'], 0, np.tile(size, 2))
+    ours = dict(res, boxes=to_image(boxes.reshape(-1, 2, 2)).reshape(-1, 4),
+                keypoints=to_image(res['keypoints']))
+    assert_same_predictions(ours, io)
+
+
+def test_predict_image_end_to_end(model, io):
+    ours = model.predict(io['image_bgr'])
+    assert ours['keypoints'].shape == io['keypoints'].shape
+    assert_same_predictions(ours, io)
+
+
+def test_max_detections_and_empty(model, io):
+    top = model.predict_network(io['input'], max_detections=5)[0]
+    assert top['boxes'].shape == (5, 4)
+    none = model.predict_network(io['input'], score_thr=1.0)[0]
+    assert none['boxes'].shape == (0, 4) and none['keypoints'].shape == (0, 17, 2)
+    assert none['keypoint_scores'].shape == (0, 17) and none['scores'].shape == (0,)
+
+
+def test_deploy_fusion_keeps_predictions(model, io):
+    fused = copy.deepcopy(model).deploy()
+    assert not any(k.endswith('running_mean') for k in fused.state_dict())
+    ref = model.predict_network(io['input'])[0]
+    ours = fused.predict_network(io['input'])[0]
+    idx = match_by_box(ours['boxes'], ref['boxes'])
+    assert np.abs(ours['keypoints'] - ref['keypoints'][idx]).max() < 0.01
+    assert np.abs(ours['scores'] - ref['scores'][idx]).max() < 1e-4
+
+
+def test_predict_requires_eval_mode(parity_dir, io):
+    model = load_model(parity_dir / 'rtmo-s_coco_seed1.pth').train()
+    with pytest.raises(RuntimeError, match='eval'):
+        model.predict_network(io['input'])
+    out = model(torch.from_numpy(io['input'][:, :, :64, :64]).repeat(2, 1, 1, 1))
+    assert [x.shape[1] for x in out.kpt_offsets] == [34, 34]  # training returns offsets
