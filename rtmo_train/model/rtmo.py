@@ -31,6 +31,7 @@ from torch import nn
 from rtmo_ros.engine.preprocess import letterbox_image
 
 from ..config import ModelConfig
+from ..criterion import compute_losses
 from .backbone import CSPDarknet
 from .head import RTMOHead
 from .neck import HybridEncoder
@@ -56,6 +57,10 @@ class RTMO(nn.Module):
     def forward(self, inputs):
         """(B, 3, H, W) network input (see module docstring) -> ``HeadOutput``."""
         return self.head(self.features(inputs))
+
+    def loss(self, inputs, targets, loss_cfg=None):
+        """Training losses of a batch, as mmpose's ``RTMOHead.loss`` (see ``criterion``)."""
+        return compute_losses(self, inputs, targets, loss_cfg)
 
     @torch.no_grad()
     def predict_network(self, inputs, score_thr=SCORE_THR, nms_thr=NMS_THR,
