@@ -22,7 +22,8 @@ class Letterbox:
 
     def to_image(self, xy):
         """Map (..., 2) network-input pixels back to image pixels (a new float32 array)."""
-        out = np.asarray(xy, dtype=np.float32) - (self.offset_x, self.offset_y)
+        out = np.array(xy, dtype=np.float32)  # a copy; in-place ops below keep float32
+        out -= (self.offset_x, self.offset_y)
         out /= self.scale
         return out
 

@@ -28,8 +28,8 @@ def tensorrt_usable():
     tensorrt when it is not installed)."""
     if importlib.util.find_spec('tensorrt') is None:
         return False, 'tensorrt is not installed'
-    from .tensorrt_backend import cuda_device_count
-    if cuda_device_count() == 0:
+    from .cuda_memory import device_count
+    if device_count() == 0:
         return False, 'tensorrt is installed but no CUDA device is visible'
     return True, 'tensorrt and a CUDA device are available'
 

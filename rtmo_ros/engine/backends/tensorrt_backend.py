@@ -1,0 +1,210 @@
+"""TensorRT backend (TensorRT 8.6 and 10.x; Jetson JetPack and x86).
+
+Given an ONNX graph it builds an engine on first use (fp16 or fp32; minutes on a Jetson),
+caches it (``engine_cache``: keyed by ONNX sha256, TensorRT version, GPU name and compute
+capability, precision and input shape) and loads it from the cache afterwards. A serialized
+engine (``.engine``/``.plan``) is loaded as is. Inference uses the named I/O tensor API
+(``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``, TensorRT >= 8.5) and
+falls back to the binding API (``execute_async_v2``) where that is absent. The official RTMO
+graphs end in a NonMaxSuppression whose output count depends on the data: those outputs get
+an ``IOutputAllocator`` (TensorRT 10 no longer reports their shape otherwise).
+"""
+import logging
+import os
+import pathlib
+import time
+
+import numpy as np
+
+from ..download import sha256_of
+from ..engine_cache import EngineCache, make_key
+from . import Backend, BackendUnavailable
+from .cuda_memory import device_count, open_device
+from .onnxruntime_backend import GRAPH_NMS_THR
+from .tensorrt_io import make_io
+
+LOG = logging.getLogger(__name__)
+MAX_BATCH = 8  # optimisation-profile maximum for graphs with a dynamic batch axis
+WORKSPACE = 1 << 30
+
+NO_TENSORRT = ('the tensorrt backend needs TensorRT\'s Python package, which is not importable '
+               '({err}): on Jetson install JetPack\'s python3-libnvinfer (sudo apt install '
+               'python3-libnvinfer), on x86 pip install tensorrt from NVIDIA\'s index '
+               '(pip install --extra-index-url https://pypi.nvidia.com tensorrt), or use '
+               "backend='onnxruntime'")
+
+
+def import_tensorrt():
+    """Return the tensorrt module or raise BackendUnavailable with the fix."""
+    try:
+        import tensorrt
+    except ImportError as err:
+        raise BackendUnavailable(NO_TENSORRT.format(err=err)) from None
+    return tensorrt
+
+
+def cuda_device_count():
+    """Number of visible CUDA devices (see ``cuda_memory.device_count``)."""
+    return device_count()
+
+
+def device_index(device):
+    """'cuda' / 'cuda:N' / None -> N; anything else is an error (TensorRT runs on CUDA only)."""
+    device = (device or 'cuda').lower()
+    if device == 'cuda':
+        return 0
+    if device.startswith('cuda:') and device[5:].isdigit():
+        return int(device[5:])
+    raise ValueError(f'the tensorrt backend runs on CUDA devices only, got device {device!r}; '
+                     "use cuda, cuda:N or backend='onnxruntime'")
+
+
+class TensorRTBackend(Backend):
+    """An RTMO engine on one CUDA device and one stream; see the module docstring.
+
+    ``precision`` is what the engine is built with ('fp16' | 'fp32'); for a prebuilt
+    ``.engine`` it is reported as given, since the file does not record it.
+    """
+
+    name = 'tensorrt'
+    graph_nms_thr = GRAPH_NMS_THR
+
+    def __init__(self, path, device=None, precision='fp16', cache_dir=None):
+        index = device_index(device)
+        self.trt = import_tensorrt()
+        self.cuda = open_device(index)
+        self.precision = precision
+        self.logger = self.trt.Logger(self.trt.Logger.WARNING)
+        path = pathlib.Path(path)
+        if path.suffix.lower() == '.onnx':
+            self.engine = self._engine_from_onnx(path, EngineCache(cache_dir))
+        else:
+            self.engine = self._deserialize(path.read_bytes())
+            if self.engine is None:
+                raise ValueError(f'{path} is not a TensorRT engine for TensorRT '
+                                 f'{self.trt.__version__} on {self.cuda.gpu_name}; rebuild it '
+                                 'here or pass the .onnx graph to build one automatically')
+        self.context = self.engine.create_execution_context()
+        self.io = make_io(self.trt, self.engine, self.context, self.cuda)
+        self.input_size = self.io.input_size
+        self.max_batch = self.io.max_batch
+        self.num_keypoints = self.io.num_keypoints
+
+    def _deserialize(self, data):
+        return self.trt.Runtime(self.logger).deserialize_cuda_engine(data)
+
+    def _engine_from_onnx(self, onnx_path, cache):
+        shape = onnx_input_shape(onnx_path)
+        profile = profile_shapes(shape)
+        key = make_key(sha256_of(onnx_path), self.trt.__version__, self.cuda.gpu_name,
+                       self.cuda.capability, self.precision, profile)
+        cached = cache.lookup(onnx_path.stem, key)
+        if cached is not None:
+            engine = self._deserialize(cached.read_bytes())
+            if engine is not None:
+                LOG.info('rtmo: loaded TensorRT engine %s', cached)
+                return engine
+            LOG.warning('rtmo: cached engine %s does not deserialize: rebuilding', cached)
+            cache.discard(onnx_path.stem, key)
+        data = build_engine(self.trt, self.logger, onnx_path, self.precision, profile)
+        stored = cache.store(onnx_path.stem, key, data)
+        LOG.info('rtmo: cached TensorRT engine in %s', stored)
+        return self._deserialize(stored.read_bytes())
+
+    def infer(self, inputs):
+        """Run the engine on (B, 3, H, W) float32; return [(dets, keypoints)] per image."""
+        dets, kpts = self.io.run(np.ascontiguousarray(inputs, np.float32))
+        return list(zip(dets, kpts))
+
+    def close(self):
+        """Free device buffers, the context, the engine and the stream."""
+        if getattr(self, 'io', None) is not None:
+            self.io.free()
+            self.io = None
+        self.context = self.engine = None
+        if getattr(self, 'cuda', None) is not None:
+            self.cuda.close()
+            self.cuda = None
+
+
+def onnx_input_shape(onnx_path):
+    """Return the ONNX graph's input shape [B, 3, H, W] with -1 for symbolic dimensions."""
+    try:
+        import onnx
+    except ImportError:
+        raise BackendUnavailable('building a TensorRT engine needs the onnx package to read '
+                                 'the graph\'s input shape: pip install onnx') from None
+    graph = onnx.load(os.fspath(onnx_path), load_external_data=False).graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    dims = inputs[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField('dim_value') else -1 for d in dims]
+
+
+def profile_shapes(shape):
+    """(min, opt, max) input shapes: batch 1..MAX_BATCH when the batch axis is dynamic."""
+    if any(d <= 0 for d in shape[1:]):
+        raise ValueError(f'the ONNX input shape {shape} has a dynamic spatial size; RTMO '
+                         'graphs are exported at a fixed size (640 or 416)')
+    if shape[0] > 0:
+        return [list(shape)] * 3
+    rest = list(shape[1:])
+    return [[1] + rest, [1] + rest, [MAX_BATCH] + rest]
+
+
+def build_engine(trt, logger, onnx_path, precision, profile):
+    """Parse the ONNX graph and build a serialized engine; return its bytes."""
+    major = int(trt.__version__.split('.')[0])
+    builder = trt.Builder(logger)
+    # explicit batch is the only mode (and the default) from TensorRT 10 on
+    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(os.fspath(onnx_path)):
+        errors = '; '.join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ValueError(f'TensorRT {trt.__version__} cannot parse {onnx_path}: {errors} (the '
+                         'RTMO graph needs NonMaxSuppression support: TensorRT >= 8.6)')
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE)
+    if precision == 'fp16':
+        config.set_flag(trt.BuilderFlag.FP16)
+    opt = builder.create_optimization_profile()
+    opt.set_shape(network.get_input(0).name, *profile)
+    config.add_optimization_profile(opt)
+    monitor = attach_progress(trt, config)
+    LOG.warning('rtmo: building a %s TensorRT engine from %s; this runs once and takes '
+                'minutes on a Jetson', precision, onnx_path)
+    start = time.monotonic()
+    data = builder.build_serialized_network(network, config)
+    del monitor
+    if data is None:
+        raise RuntimeError(f'TensorRT failed to build an engine from {onnx_path}; see the '
+                           'TensorRT messages above')
+    LOG.warning('rtmo: TensorRT engine built in %.0f s', time.monotonic() - start)
+    return bytes(data)
+
+
+def attach_progress(trt, config):
+    """Log build phases through an IProgressMonitor where TensorRT has one (>= 10)."""
+    if not hasattr(trt, 'IProgressMonitor') or not hasattr(config, 'progress_monitor'):
+        return None
+
+    class Progress(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.start = time.monotonic()
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            if parent_phase is None:  # top-level phases only: a few lines, not thousands
+                LOG.warning('rtmo: TensorRT build %5.0f s: %s (%d steps)',
+                            time.monotonic() - self.start, phase_name, num_steps)
+
+        def step_complete(self, phase_name, step):
+            return True  # never cancel
+
+        def phase_finish(self, phase_name):
+            pass
+
+    monitor = Progress()
+    config.progress_monitor = monitor
+    return monitor
