@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import functools
 import os
 import pathlib
+import struct
 
 import cv2
 import numpy as np
@@ -38,19 +39,22 @@ class Frame:
 
     stamp_ns: header stamp [ns] (capture time, the key that matches ground truth).
     log_ns:   time the recorder received it [ns] (the bag's own timestamp, used for replay).
+    frame_id: header frame id (the camera frame).
     msgtype:  ``sensor_msgs/msg/Image`` or ``sensor_msgs/msg/CompressedImage``.
     rawdata:  the serialized CDR message, as recorded (republished unchanged online).
+    message:  the deserialized rosbags message.
     """
 
     stamp_ns: int
     log_ns: int
+    frame_id: str
     msgtype: str
     rawdata: bytes
+    message: object
 
     def decode(self):
         """Return the image as (H, W, 3) uint8 BGR."""
-        msg = typestore().deserialize_cdr(self.rawdata, self.msgtype)
-        return image_to_bgr(msg)
+        return image_to_bgr(self.message)
 
 
 def msg_dir():
@@ -134,7 +138,25 @@ def read_frames(reader, topic):
     connections = [c for c in reader.connections if c.topic == topic]
     for connection, log_ns, rawdata in reader.messages(connections=connections):
         msg = store.deserialize_cdr(rawdata, connection.msgtype)
-        yield Frame(stamp_ns(msg.header), int(log_ns), connection.msgtype, bytes(rawdata))
+        yield Frame(stamp_ns(msg.header), int(log_ns), msg.header.frame_id, connection.msgtype,
+                    bytes(rawdata), msg)
+
+
+def cdr_stamp(rawdata):
+    """Header stamp [ns] of a serialized message whose first field is a ``std_msgs/Header``.
+
+    The stamp (int32 sec, uint32 nanosec) follows the 4-byte CDR encapsulation header, whose
+    byte 1 is 1 for little-endian data. Reads a stamp without deserializing a whole image.
+    """
+    order = '<' if rawdata[1] == 1 else '>'
+    sec, nanosec = struct.unpack_from(order + 'iI', rawdata, 4)
+    return sec * 1_000_000_000 + nanosec
+
+
+def read_stamps(reader, topic):
+    """Return the header stamps [ns] of ``topic`` in bag order, without decoding the images."""
+    connections = [c for c in reader.connections if c.topic == topic]
+    return [cdr_stamp(raw) for _, _, raw in reader.messages(connections=connections)]
 
 
 def count_messages(reader, topic):
