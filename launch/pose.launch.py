@@ -1,0 +1,67 @@
+"""Launch the ``rtmo_pose`` lifecycle node and, optionally, RViz.
+
+    ros2 launch rtmo_ros pose.launch.py image_topic:=/cam/image_raw model:=/path/rtmo-s.onnx
+
+Arguments: image_topic, model, backend, params_file, namespace, autostart, use_rviz,
+use_sim_time (see each one's description: ``ros2 launch rtmo_ros pose.launch.py -s``).
+
+Lifecycle: with ``autostart:=true`` (default) the node configures and activates itself through
+its own ``autostart`` parameter, which works the same on Humble, Jazzy and Kilted (Humble's
+launch_ros has no ``LifecycleNode(autostart=...)``). With ``autostart:=false`` it waits in
+``unconfigured`` for ``ros2 lifecycle set /rtmo_pose configure`` and ``activate``.
+``model`` and ``backend`` override ``params_file`` only when given (non-empty).
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.launch_description import LaunchDescription
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+
+PACKAGE = 'rtmo_ros'
+
+ARGUMENTS = (
+    ('image_topic', 'image', 'image topic to subscribe to (image/compressed is remapped to '
+                             '<image_topic>/compressed)'),
+    ('model', '', 'RTMO model: .onnx/.engine/.pth path or zoo name; empty = params_file'),
+    ('backend', '', 'auto, onnxruntime, tensorrt or torch; empty = params_file'),
+    ('params_file', '', 'node parameters YAML; empty = <share>/rtmo_ros/config/pose.yaml'),
+    ('namespace', '', 'namespace of the node and its topics'),
+    ('autostart', 'true', 'configure and activate the node at start-up'),
+    ('use_rviz', 'false', 'also start RViz with config/rtmo.rviz'),
+    ('use_sim_time', 'false', 'use the /clock topic as time source'),
+)
+
+
+def _is_true(text):
+    return text.strip().lower() in ('true', '1', 'yes', 'on')
+
+
+def _nodes(context):
+    """Build the node actions once the launch arguments are known."""
+    arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
+    share = get_package_share_directory(PACKAGE)
+    params_file = arg['params_file'] or os.path.join(share, 'config', 'pose.yaml')
+    overrides = {'autostart': _is_true(arg['autostart']),
+                 'use_sim_time': _is_true(arg['use_sim_time'])}
+    overrides.update({k: arg[k] for k in ('model', 'backend') if arg[k]})
+    image_topic = arg['image_topic']
+    pose_node = LifecycleNode(
+        package=PACKAGE, executable='pose_node', name='rtmo_pose',
+        namespace=arg['namespace'], output='screen',
+        parameters=[params_file, overrides],
+        remappings=[('image', image_topic), ('image/compressed', image_topic + '/compressed')])
+    actions = [pose_node]
+    if _is_true(arg['use_rviz']):
+        actions.append(Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
+                            arguments=['-d', os.path.join(share, 'config', 'rtmo.rviz')],
+                            parameters=[{'use_sim_time': overrides['use_sim_time']}]))
+    return actions
+
+
+def generate_launch_description():
+    """Return the launch description: the arguments, then the nodes built from them."""
+    declared = [DeclareLaunchArgument(name, default_value=default, description=text)
+                for name, default, text in ARGUMENTS]
+    return LaunchDescription(declared + [OpaqueFunction(function=_nodes)])

@@ -1,0 +1,126 @@
+"""The pose node's parameters: one dataclass, each parameter declared once.
+
+Every field of :class:`NodeParams` is a ROS parameter of the same name. Its default, description
+and allowed values live in the field's metadata and nowhere else: :func:`declare` turns them into
+``ParameterDescriptor`` objects (``FloatingPointRange`` / ``IntegerRange`` for numbers, which
+rclpy enforces itself), :func:`check` validates the string choices (rclpy has no descriptor for
+those) and :meth:`NodeParams.from_node` reads the values back. ``config/pose.yaml`` repeats the
+defaults for the launch file; a test keeps the two equal.
+"""
+from dataclasses import dataclass, field, fields, replace
+
+# Parameters applied while the node runs; every other one takes effect at the next configure
+# (engine, QoS and transport parameters are read there).
+RUNTIME = frozenset({'score_thr', 'nms_thr', 'max_persons', 'publish_markers',
+                     'publish_annotated_image', 'publish_detections', 'marker_scale',
+                     'marker_depth', 'marker_line_width', 'marker_joint_size',
+                     'marker_keypoint_thr', 'annotate_keypoint_thr'})
+
+
+def _param(default, description, *, low=None, high=None, choices=None):
+    meta = {'description': description, 'range': None if low is None else (low, high),
+            'choices': choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Resolved parameters of the ``rtmo_pose`` node (see each field's description)."""
+
+    model: str = _param('', 'RTMO model: path to an .onnx/.engine/.pth file or a model zoo '
+                            'name; required, configure fails while empty')
+    backend: str = _param('auto', 'inference backend; auto picks tensorrt, then onnxruntime',
+                          choices=('auto', 'onnxruntime', 'tensorrt', 'torch'))
+    device: str = _param('', "device such as 'cpu' or 'cuda:0'; empty lets the engine choose")
+    precision: str = _param('auto', 'numeric precision; auto = fp16 on TensorRT, else fp32',
+                            choices=('auto', 'fp32', 'fp16'))
+    engine_cache_dir: str = _param('', 'folder for built TensorRT engines; empty = engine '
+                                       'default (~/.cache/rtmo_ros)')
+    num_threads: int = _param(0, 'CPU threads of the ONNX Runtime / torch backends; 0 = engine '
+                                 'default', low=0, high=256)
+    score_thr: float = _param(0.1, 'minimum instance score of a published person (runtime)',
+                              low=0.0, high=1.0)
+    nms_thr: float = _param(0.65, 'box IoU above which the lower-scored person is suppressed '
+                                  '(runtime)', low=0.0, high=1.0)
+    max_persons: int = _param(0, 'keep at most this many persons per image, best first; '
+                                 '0 = no limit (runtime)', low=0, high=1000)
+    image_transport: str = _param('raw', "'raw' subscribes to image (sensor_msgs/Image), "
+                                         "'compressed' to image/compressed (CompressedImage)",
+                                  choices=('raw', 'compressed'))
+    qos_reliability: str = _param('best_effort', 'reliability of the image subscription; '
+                                                 'best_effort accepts every publisher',
+                                  choices=('best_effort', 'reliable'))
+    qos_depth: int = _param(1, 'queue depth of the image subscription', low=1, high=100)
+    publish_markers: bool = _param(True, 'publish visualization_msgs/MarkerArray on markers')
+    publish_annotated_image: bool = _param(True, 'publish image_annotated (drawn only while '
+                                                 'someone subscribes)')
+    publish_detections: bool = _param(True, 'publish vision_msgs/Detection2DArray on '
+                                            'detections when vision_msgs is installed')
+    autostart: bool = _param(False, 'configure and activate the node by itself at start-up '
+                                    '(the launch file sets it true)')
+    marker_scale: float = _param(0.002, 'marker size of one image pixel [m/px] on the marker '
+                                        'plane', low=1e-6, high=1.0)
+    marker_depth: float = _param(1.0, 'distance of the marker plane along the optical axis '
+                                      '(z of the camera optical frame) [m]', low=0.0, high=100.0)
+    marker_line_width: float = _param(0.01, 'bone line width [m]', low=1e-4, high=1.0)
+    marker_joint_size: float = _param(0.02, 'joint sphere diameter [m]', low=1e-4, high=1.0)
+    marker_keypoint_thr: float = _param(0.3, 'joints with a lower score (and their bones) are '
+                                             'not drawn as markers', low=0.0, high=1.0)
+    annotate_keypoint_thr: float = _param(0.3, 'joints with a lower score (and their bones) '
+                                               'are not drawn on image_annotated',
+                                          low=0.0, high=1.0)
+    diagnostics_period: float = _param(1.0, 'period of the /diagnostics status [s]',
+                                       low=0.1, high=60.0)
+
+    @classmethod
+    def from_node(cls, node):
+        """Read every declared parameter of ``node`` into a new instance."""
+        return cls(**{f.name: node.get_parameter(f.name).value for f in fields(cls)})
+
+    def updated(self, changes):
+        """Return a copy with ``changes`` ({name: value}) applied."""
+        return replace(self, **changes)
+
+
+def descriptor(f):
+    """Return the ``ParameterDescriptor`` of one dataclass field (description and range)."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    desc = ParameterDescriptor(name=f.name, description=f.metadata['description'])
+    choices = f.metadata['choices']
+    if choices:
+        desc.additional_constraints = 'one of: ' + ', '.join(choices)
+    rng = f.metadata['range']
+    if rng is not None and f.type in (float, 'float'):
+        desc.floating_point_range = [FloatingPointRange(
+            from_value=float(rng[0]), to_value=float(rng[1]), step=0.0)]
+    elif rng is not None:
+        desc.integer_range = [IntegerRange(from_value=rng[0], to_value=rng[1], step=1)]
+    return desc
+
+
+def declare(node):
+    """Declare every parameter on ``node`` (overrides from --ros-args / YAML apply)."""
+    node.declare_parameters('', [(f.name, f.default, descriptor(f)) for f in fields(NodeParams)])
+
+
+def check(name, value):
+    """Return why ``value`` is not allowed for parameter ``name``, or None when it is.
+
+    Covers the string choices and the numeric ranges (rclpy checks the ranges too, this keeps
+    one message format for both).
+    """
+    spec = {f.name: f for f in fields(NodeParams)}.get(name)
+    if spec is None:
+        return None
+    choices, rng = spec.metadata['choices'], spec.metadata['range']
+    if choices and value not in choices:
+        return f"{name} must be one of {', '.join(choices)}; got {value!r}"
+    if rng is not None and isinstance(value, (int, float)) and not rng[0] <= value <= rng[1]:
+        return f'{name} must lie in [{rng[0]}, {rng[1]}]; got {value}'
+    return None
+
+
+def names():
+    """Return the parameter names in declaration order."""
+    return [f.name for f in fields(NodeParams)]
