@@ -261,6 +261,10 @@ class BagWriter:
     def __exit__(self, *exc):
         self._writer.close()
 
+    def add_topic(self, topic, msgtype):
+        """Declare ``topic`` (done by the first write otherwise)."""
+        self._connection(topic, msgtype)
+
     def _connection(self, topic, msgtype):
         if topic not in self._connections:
             self._connections[topic] = self._writer.add_connection(topic, msgtype,
