@@ -120,6 +120,22 @@ def decode_kpt_offsets(raw, priors, strides):
     return kpts * strides[:, None, None] + priors[:, None, :]
 
 
+def grid_priors(featmap_sizes, device=None, dtype=torch.float32):
+    """Prior points for maps of (h, w) ``featmap_sizes`` at ``STRIDES``.
+
+    Returns (N, 2) (x, y) pixels and (N,) strides. A prior sits at ``s * j + (s - 1) / 2``
+    (mmpose MlvlPointGenerator with centralize_points=True), not at ``s * j``.
+    """
+    points, strides = [], []
+    for (h, w), s in zip(featmap_sizes, STRIDES):
+        ys = torch.arange(h, device=device, dtype=dtype) * s + (s - 1) / 2.0
+        xs = torch.arange(w, device=device, dtype=dtype) * s + (s - 1) / 2.0
+        grid = torch.stack((xs[None, :].expand(h, w), ys[:, None].expand(h, w)), dim=-1)
+        points.append(grid.reshape(-1, 2))
+        strides.append(torch.full((h * w,), float(s), device=device, dtype=dtype))
+    return torch.cat(points), torch.cat(strides)
+
+
 class RTMOHead(nn.Module):
     """Head module + DCC; attribute names mirror ``head.*`` checkpoint keys."""
 
@@ -135,25 +151,21 @@ class RTMOHead(nn.Module):
         return self.head_module(feats)
 
     @staticmethod
-    def priors(out, device=None, dtype=torch.float32):
+    def priors(out, device=None, dtype=None):
         """Prior points of a ``HeadOutput``: (N, 2) pixels and (N,) strides.
 
-        A prior sits at ``s * j + (s - 1) / 2`` (mmpose MlvlPointGenerator with
-        centralize_points=True), not at ``s * j``.
+        Device and dtype default to those of ``out``; see ``grid_priors``.
         """
-        points, strides = [], []
-        for x, s in zip(out.cls, STRIDES):
-            h, w = x.shape[-2:]
-            ys = torch.arange(h, device=x.device, dtype=dtype) * s + (s - 1) / 2.0
-            xs = torch.arange(w, device=x.device, dtype=dtype) * s + (s - 1) / 2.0
-            grid = torch.stack((xs[None, :].expand(h, w), ys[:, None].expand(h, w)), dim=-1)
-            points.append(grid.reshape(-1, 2))
-            strides.append(torch.full((h * w,), float(s), device=x.device, dtype=dtype))
-        return torch.cat(points), torch.cat(strides)
+        sizes = [tuple(x.shape[-2:]) for x in out.cls]
+        return grid_priors(sizes, device or out.cls[0].device, dtype or out.cls[0].dtype)
 
-    def flatten(self, out):
-        """``HeadOutput`` -> ``FlatOutput`` (sigmoid scores, decoded boxes, priors)."""
-        priors, strides = self.priors(out, dtype=out.cls[0].dtype)
+    def flatten(self, out, priors=None):
+        """``HeadOutput`` -> ``FlatOutput`` (sigmoid scores, decoded boxes, priors).
+
+        ``priors``: optional precomputed ``(points, strides)`` of ``grid_priors`` (the ONNX
+        export passes them as constants); by default they follow the map sizes of ``out``.
+        """
+        priors, strides = self.priors(out) if priors is None else priors
         return FlatOutput(
             scores=flatten_levels(out.cls)[..., 0].sigmoid(),
             boxes=decode_boxes(flatten_levels(out.bbox), priors, strides),
