@@ -160,9 +160,9 @@ def compute_losses(model, inputs, targets, cfg=None):
     """mmpose's ``RTMOHead.loss`` for a batch, after mmengine's per-entry mean.
 
     The forward always runs in training mode (BatchNorm on batch statistics, keypoint
-    regression branch on), as in an mmpose training step. A model in eval mode is switched
-    back afterwards with its BatchNorm running statistics restored, so that calling this for
-    validation leaves the model unchanged.
+    regression branch on), as in an mmpose training step. A model in train mode updates its
+    BatchNorm running statistics as usual; a model in eval mode is left unchanged (no
+    running-statistics update, its mode restored), e.g. for a validation loss.
 
     Args:
         model: ``rtmo_train.model.rtmo.RTMO``.
@@ -201,20 +201,26 @@ def total_loss(losses):
 
 @contextlib.contextmanager
 def training_mode(model):
-    """Run the block in train mode; an eval-mode model gets its mode and BN stats back."""
+    """Run the block in train mode; an eval-mode model is left exactly as it was.
+
+    For an eval-mode model the BatchNorm layers normalise with batch statistics without
+    updating their running statistics (``track_running_stats`` off for the block), then
+    every module gets its previous mode back.
+    """
     if model.training:
         yield
         return
     modes = {m: m.training for m in model.modules()}
     bn = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in bn]
+    tracking = [m.track_running_stats for m in bn]
     model.train()
+    for m in bn:
+        m.track_running_stats = False
     try:
         yield
     finally:
-        for m, buffers in zip(bn, saved):
-            for k, v in buffers.items():
-                getattr(m, k).copy_(v)
+        for m, track in zip(bn, tracking):
+            m.track_running_stats = track
         for m, mode in modes.items():
             m.training = mode
 
