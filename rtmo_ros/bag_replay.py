@@ -94,6 +94,19 @@ class PoseRecorder:
         self.sent_ns = {}       # header stamp -> monotonic ns at publish
         self.received = []      # (monotonic ns, wall-clock ns, CDR bytes) per PersonArray
         self.subscription = None
+        self.skeleton_info = None
+        self._latch_skeleton(namespace)
+
+    def _latch_skeleton(self, namespace):
+        """Keep the node's latched SkeletonInfo (it names the backend that really runs)."""
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+        from rtmo_msgs.msg import SkeletonInfo
+
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(SkeletonInfo, f'{namespace}/skeleton',
+                                      lambda msg: setattr(self, 'skeleton_info', msg), latched)
 
     def wait_ready(self, node_process, timeout=READY_TIMEOUT_S):
         """Spin until the node subscribes to the images and publishes poses; then subscribe."""
@@ -215,5 +228,7 @@ def _collect(recorder, stamps, wall_s):
         num_keypoints = len(msg.persons[0].keypoints) if msg.persons else 17
         poses[stamp] = bag_io.person_array_to_poses(msg, num_keypoints)
         latency[stamp] = (mono_ns - recorder.sent_ns[stamp]) / 1e6
+    info = recorder.skeleton_info
     return RunResult(stamps=stamps, poses=poses, latency_ms=latency, person_arrays=arrays,
-                     skeleton=skeleton or 'coco17', wall_s=wall_s)
+                     skeleton=skeleton or (info.skeleton if info else 'coco17'), wall_s=wall_s,
+                     backend=info.backend if info else None)

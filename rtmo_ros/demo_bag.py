@@ -104,10 +104,12 @@ def main(argv=None):
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--force', action='store_true', help='replace an existing OUT_DIR/bag')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
     try:
         bag, gt = write_demo_bag(args.out_dir, args.frames, args.seed, args.compressed,
-                                 args.storage, args.width, args.height, args.force)
+                                 args.storage, args.width, args.height, args.force,
+                                 progress=not args.quiet)
     except BagError as exc:
         print(f'demo_bag: error: {exc}', file=sys.stderr)
         return 2
