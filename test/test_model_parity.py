@@ -139,3 +139,13 @@ def test_predict_requires_eval_mode(parity_dir, io):
         model.predict_network(io['input'])
     out = model(torch.from_numpy(io['input'][:, :, :64, :64]).repeat(2, 1, 1, 1))
     assert [x.shape[1] for x in out.kpt_offsets] == [34, 34]  # training returns offsets
+
+
+def test_nms_is_strict_and_handles_degenerate_boxes():
+    from rtmo_train.nms import nms
+    # IoU of these two is exactly 0.5: suppressed only when the threshold is below it
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 3.0], [0.0, 1.0, 4.0, 4.0], [9.0, 9.0, 9.0, 9.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    assert nms(boxes, scores, 0.5).tolist() == [0, 1, 2]
+    assert nms(boxes, scores, 0.49).tolist() == [0, 2]
+    assert nms(boxes[:0], scores[:0], 0.5).numel() == 0
