@@ -291,7 +291,8 @@ def ignore_weights(mask, kpts, vis_prob):
     conf = (vis_prob.unsqueeze(-1) > 0.3).to(kpts)
     mean = (kpts * conf).sum(dim=1) / conf.sum(dim=1).clamp(min=1e-8)
     grid = (mean / (mask.shape[-1] - 1) * 2 - 1).reshape(1, -1, 1, 2)
-    sampled = F.grid_sample(mask[None, None], grid, mode='bilinear', padding_mode='zeros')
+    sampled = F.grid_sample(mask[None, None], grid, mode='bilinear', padding_mode='zeros',
+                            align_corners=False)  # mmpose's (torch default) convention
     return 1.0 - sampled.reshape(-1, 1)
 
 
