@@ -22,12 +22,33 @@ def segmentations_to_mask(segs, height, width):
             for poly in seg:
                 pts = np.asarray(poly, np.float64).reshape(-1, 2)
                 if len(pts) >= 3:
-                    # 4 fractional bits: sub-pixel vertices as the COCO rasteriser
-                    cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 1,
-                                 lineType=cv2.LINE_8, shift=4)
+                    fill_polygon(mask, pts)
         else:
             raise ValueError(f'unknown segmentation type {type(seg).__name__}; expected a '
                              'polygon list or an RLE dict')
+    return mask
+
+
+def fill_polygon(mask, pts):
+    """Set the pixels whose centre (x + 0.5, y + 0.5) lies inside polygon ``pts`` (even-odd).
+
+    Pixel-centre sampling matches the COCO API's rasteriser closely (IoU ~0.99 on test
+    shapes); ``cv2.fillPoly`` also fills every pixel the outline touches.
+    """
+    h, w = mask.shape
+    x0, y0 = (max(0, int(np.floor(v))) for v in pts.min(axis=0))
+    x1, y1 = (int(np.ceil(v)) for v in pts.max(axis=0))
+    x1, y1 = min(w, x1 + 1), min(h, y1 + 1)
+    if x0 >= x1 or y0 >= y1:
+        return mask
+    yy, xx = np.mgrid[y0:y1, x0:x1] + 0.5
+    inside = np.zeros(yy.shape, bool)
+    for (ax, ay), (bx, by) in zip(pts, np.roll(pts, -1, axis=0)):
+        if ay == by:
+            continue  # a horizontal edge never crosses a horizontal ray
+        crosses = (ay > yy) != (by > yy)
+        inside ^= crosses & (xx < ax + (bx - ax) * (yy - ay) / (by - ay))
+    mask[y0:y1, x0:x1] |= inside.astype(np.uint8)
     return mask
 
 

@@ -233,7 +233,7 @@ def _spawn(rng, scene, width, height, inside):
     base.update(lean=rng.normal(0, 3), turn=rng.uniform(-0.5, 0.5), width=rng.uniform(0.8, 1))
     scene['tracks'].append({
         'id': scene['next_id'], 'app': app, 'base': base, 'pos': np.array([x, y]),
-        'vel': np.array([direction * size * rng.uniform(0.008, 0.02), rng.normal(0, 0.2)]),
+        'vel': np.array([direction * size * rng.uniform(0.015, 0.035), rng.normal(0, 0.2)]),
         'phase': rng.uniform(0, 2 * math.pi), 'cadence': rng.uniform(0.15, 0.3)})
     scene['next_id'] += 1
 
