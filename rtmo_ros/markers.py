@@ -18,13 +18,8 @@ from geometry_msgs.msg import Point
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
+from rtmo_ros.engine.draw import person_color
 from rtmo_ros.engine.skeleton import SKELETONS
-
-# Tableau 10 colours (matplotlib 'tab10'), RGB in [0, 1]: distinct for neighbouring indices
-PALETTE = ((0.122, 0.467, 0.706), (1.0, 0.498, 0.055), (0.173, 0.627, 0.173),
-           (0.839, 0.153, 0.157), (0.580, 0.404, 0.741), (0.549, 0.337, 0.294),
-           (0.890, 0.467, 0.761), (0.498, 0.498, 0.498), (0.737, 0.741, 0.133),
-           (0.090, 0.745, 0.812))
 
 
 @dataclass(frozen=True)
@@ -39,10 +34,13 @@ class MarkerStyle:
     keypoint_thr: float = 0.3
 
 
-def colour_index(person, index):
-    """Palette index of a person: its track id when tracked (>= 0), else its list index."""
-    key = person.track_id if person.track_id >= 0 else index
-    return key % len(PALETTE)
+def person_rgba(person, index):
+    """Colour of a person: that of its track id when tracked (>= 0), else of its list index.
+
+    The same colours as ``rtmo_ros.engine.draw`` (image_annotated, rtmo-pose CLI).
+    """
+    b, g, r = person_color(person.track_id if person.track_id >= 0 else index)
+    return ColorRGBA(r=r / 255.0, g=g / 255.0, b=b / 255.0, a=1.0)
 
 
 def person_array_to_markers(msg, image_size, style=MarkerStyle()):
@@ -56,8 +54,7 @@ def person_array_to_markers(msg, image_size, style=MarkerStyle()):
     for index, person in enumerate(msg.persons):
         points = [_to_point(k, image_size, style) if k.score >= style.keypoint_thr else None
                   for k in person.keypoints]
-        r, g, b = PALETTE[colour_index(person, index)]
-        colour = ColorRGBA(r=r, g=g, b=b, a=1.0)
+        colour = person_rgba(person, index)
         bones = [p for i, j in edges if points[i] is not None and points[j] is not None
                  for p in (points[i], points[j])]
         joints = [p for p in points if p is not None]

@@ -26,8 +26,8 @@ from visualization_msgs.msg import MarkerArray
 
 from rtmo_msgs.msg import PersonArray, SkeletonInfo
 from rtmo_ros import conversions, node_params
-from rtmo_ros.annotate import draw_poses
 from rtmo_ros.diagnostics import PipelineStats, diagnostic_status
+from rtmo_ros.engine.draw import draw_poses
 from rtmo_ros.frame_buffer import LatestFrame
 from rtmo_ros.image_conversion import ImageError, bgr_to_image, compressed_to_bgr, image_to_bgr
 from rtmo_ros.markers import MarkerStyle, person_array_to_markers
@@ -232,8 +232,7 @@ class PoseNode(LifecycleNode):
             self._pubs['detections'].publish(conversions.poses_to_detections(poses, header))
         annotated = self._pubs['image_annotated']
         if p.publish_annotated_image and annotated.get_subscription_count() > 0:
-            drawn = draw_poses(image, poses, self.engine.skeleton.edges,
-                               p.annotate_keypoint_thr)
+            drawn = draw_poses(image, poses, self.engine.skeleton, p.annotate_keypoint_thr)
             annotated.publish(bgr_to_image(drawn, header))
 
     def _publish_diagnostics(self):
