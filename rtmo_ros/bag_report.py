@@ -231,8 +231,8 @@ def markdown(report):
     """Return report.md text for a report.json dict."""
     lat = report['latency_ms']
     rows = [('bag', f"`{report.get('bag')}` topic `{report.get('topic')}`"),
-            ('mode', report.get('mode') + (f" (rate x{report['rate']:g})"
-                                           if report.get('mode') == 'online' else '')),
+            ('mode', str(report.get('mode')) + (f" (rate x{report.get('rate', 1.0):g})"
+                                                if report.get('mode') == 'online' else '')),
             ('model / backend', f"`{report.get('model')}` / {report.get('backend')}"),
             ('frames / processed / dropped',
              f"{report['frames']} / {report['processed']} / {report['dropped']} "

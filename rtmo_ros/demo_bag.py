@@ -56,7 +56,9 @@ def write_demo_bag(out_dir, frames=150, seed=0, compressed=False, storage='sqlit
             stamp = frame_stamp(index)
             writer.write(topic, msgtype, stamp, to_msg(image, stamp, FRAME_ID))
             images.append(gt_image(index, stamp, width, height))
-            annotations += [gt_annotation(p, len(annotations) + 1, index + 1) for p in persons]
+            first_id = len(annotations) + 1
+            annotations += [gt_annotation(p, first_id + i, index + 1)
+                            for i, p in enumerate(persons)]
     gt = {'info': {'description': f'rtmo_ros demo bag, seed {seed}, {frames} frames at '
                                   f'{RATE_HZ:g} Hz; images[i].stamp_ns = header stamp [ns]'},
           'images': images, 'annotations': annotations,

@@ -31,6 +31,8 @@ def test_camera_like_stream_with_matching_gt(tmp_path):
     assert [im['stamp_ns'] for im in gt['images']] == stamps
     assert gt['annotations'] and all(len(a['keypoints']) == 51 for a in gt['annotations'])
     assert {a['image_id'] for a in gt['annotations']} <= {im['id'] for im in gt['images']}
+    ids = [a['id'] for a in gt['annotations']]
+    assert sorted(set(ids)) == ids == list(range(1, len(ids) + 1))
 
 
 def test_same_seed_same_bag_other_seed_other_bag(tmp_path):
