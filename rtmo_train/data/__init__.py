@@ -5,6 +5,7 @@
 ``transforms``  Mosaic, RandomAffine, MixUp, HSVAugment, RandomFlip, FilterAnnotations, ...
 ``pipeline``    AugmentConfig, augment_preset, build_pipeline(stage, cfg, dataset)
 ``batch``       TrainDataset, collate, BatchRandomResize, build_train_loader
+``masks``       COCO segmentations (polygons, RLE) -> masks, for the stage-2 ignore mask
 ``synthetic``   synthetic people (COCO-17) for tests, demos and CPU training
 """
 from rtmo_train.data.batch import BatchRandomResize, TrainDataset, build_train_loader, collate
