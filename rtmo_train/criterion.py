@@ -225,6 +225,25 @@ def training_mode(model):
             m.training = mode
 
 
+@contextlib.contextmanager
+def single_sample_batchnorm_eval(module, batch_size):
+    """With a single positive in the whole batch, BatchNorm layers of ``module`` (the DCC's
+    BatchNorm1d) use their running statistics: batch statistics of one sample do not exist
+    and torch (hence mmpose) would raise. Otherwise a no-op."""
+    bn = [m for m in module.modules()
+          if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    if batch_size != 1 or not bn:
+        yield
+        return
+    for m in bn:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in bn:
+            m.train()
+
+
 def keypoint_sigmas(model):
     """OKS sigmas (K,): the checkpoint's ``head.loss_oks.sigmas``, else the skeleton's."""
     sigmas = model.head.loss_oks.sigmas
@@ -298,7 +317,18 @@ def ignore_weights(mask, kpts, vis_prob):
 
 @torch.no_grad()
 def assign_targets(flat, gts, assigner):
-    """Run SimOTA per image on detached predictions; gather the per-positive targets."""
+    """Run SimOTA per image on detached predictions; gather the per-positive targets.
+
+    Runs in float32 with autocast off, whatever the forward's precision (mmpose turns
+    autocast off for the BCE cost, which is not AMP-safe; the rest is kept exact too).
+    """
+    with torch.autocast(flat.cls.device.type, enabled=False):
+        flat = FlatPredictions(*(x.float() for x in flat))
+        return _assign_float(flat, gts, assigner)
+
+
+def _assign_float(flat, gts, assigner):
+    """``assign_targets`` body, float32 tensors."""
     scores = flat.cls.clip(min=-1e4, max=1e4).sigmoid()
     scores = torch.nan_to_num(scores, nan=0.0)
     vis_prob = flat.kpt_vis.clip(min=-1e4, max=1e4).sigmoid()
@@ -352,7 +382,8 @@ def head_losses(dcc, flat, tg, cfg, sigmas):
         kpts_cc = None
         if cfg.mle_weight > 0 or cfg.proxy_target_cc:
             pose_vecs = flat.pose_vecs.reshape(-1, flat.pose_vecs.shape[-1])[tg.pos]
-            cc = dcc(pose_vecs, boxes, tg.priors[:, :2])
+            with single_sample_batchnorm_eval(dcc, pose_vecs.shape[0]):
+                cc = dcc(pose_vecs, boxes, tg.priors[:, :2])
             kpts_cc = cc.keypoints()
             hm_x, hm_y = L.laplace_target_heatmaps(tg.kpts, cc.bins_x, cc.bins_y,
                                                    dcc.sigmas(pose_vecs), tg.areas)

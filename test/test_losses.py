@@ -173,3 +173,19 @@ def test_ignore_mask_zeroes_the_weight_of_priors_looking_at_crowds():
     w = ignore_weights(mask, kpts, vis_prob)
     assert w.shape == (3, 1)
     assert w[:, 0].tolist() == pytest.approx([0.0, 1.0, 1.0])
+
+
+def test_single_positive_in_a_training_batch_does_not_break_the_dcc():
+    """One positive: BatchNorm1d cannot use batch statistics (mmpose would raise)."""
+    flat = synthetic_flat(seed=1)
+    one = dict(boxes=torch.tensor([[8.0, 8.0, 56.0, 56.0]]),
+               keypoints=torch.rand(1, 17, 2) * 40 + 12, keypoints_visible=torch.ones(1, 17),
+               areas=torch.tensor([1500.0]), keypoints_visible_weights=torch.ones(1, 17))
+    sigmas = torch.as_tensor(COCO17.sigmas_array())
+    tg = assign_targets(flat, [one], SimOTAAssigner(sigmas))
+    assert int(tg.pos.sum()) == 1          # random keypoints: OKS sum < 2, so k = 1
+    dcc = DCC(32, 17).train()
+    out = head_losses(dcc, flat, tg, LossConfig(), sigmas)
+    assert dcc.pose_to_kpts[1].training    # mode restored
+    assert all(bool(torch.isfinite(v.detach())) for v in out.values())
+    assert float(out['loss_mle'].detach()) > 0
