@@ -35,6 +35,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   else
     "${PIP[@]}" -r requirements/python.txt -r requirements/ros-kilted-wheels.txt
   fi
+  "${PIP[@]}" --no-deps -r requirements/bench-nodeps.txt
   echo "$want" > "$stamp"
 fi
 
