@@ -364,7 +364,6 @@ def head_losses(dcc, flat, tg, cfg, sigmas):
     """The loss dict from flat predictions and assigned targets (mmpose ``RTMOHead.loss``)."""
     num_pos = torch.tensor(float(tg.pos.sum()), device=flat.cls.device)
     n = mean_over_processes(num_pos).clamp(min=1.0)
-    k = flat.kpts.shape[-2]
     cls_all = flat.cls.reshape(-1, 1)
     cls_target = torch.zeros_like(cls_all)
     out = dict()
@@ -375,29 +374,10 @@ def head_losses(dcc, flat, tg, cfg, sigmas):
             aux = L.box_aux_targets(tg.boxes, tg.priors)
             out['loss_bbox_aux'] = L.l1_sum(flat.bbox_raw.reshape(-1, 4)[tg.pos],
                                             aux) * cfg.bbox_aux_weight / n
+        k = flat.kpts.shape[-2]
         out['loss_vis'] = L.visibility_bce(flat.kpt_vis.reshape(-1, k)[tg.pos], tg.vis,
                                            tg.vis_weights) * cfg.vis_weight
-        kpts_reg = flat.kpts.reshape(-1, k, 2)[tg.pos]
-        overlaps = tg.overlaps
-        kpts_cc = None
-        if cfg.mle_weight > 0 or cfg.proxy_target_cc:
-            pose_vecs = flat.pose_vecs.reshape(-1, flat.pose_vecs.shape[-1])[tg.pos]
-            with single_sample_batchnorm_eval(dcc, pose_vecs.shape[0]):
-                cc = dcc(pose_vecs, boxes, tg.priors[:, :2])
-            kpts_cc = cc.keypoints()
-            hm_x, hm_y = L.laplace_target_heatmaps(tg.kpts, cc.bins_x, cc.bins_y,
-                                                   dcc.sigmas(pose_vecs), tg.areas)
-            out['loss_mle'] = L.mle_cc_loss(cc.prob_x, cc.prob_y, hm_x, hm_y,
-                                            tg.vis).mean() * cfg.mle_weight
-        if cfg.proxy_target_cc:
-            with torch.no_grad():
-                closer = (torch.norm(kpts_reg - tg.kpts, dim=-1)
-                          > torch.norm(kpts_cc - tg.kpts, dim=-1)).to(tg.vis)
-                overlaps = pose_oks(kpts_cc, tg.kpts, tg.vis, tg.areas, sigmas)
-            oks = L.oks_loss(kpts_reg, kpts_cc.detach(), tg.vis * closer, tg.areas, sigmas)
-        else:
-            oks = L.oks_loss(kpts_reg, tg.kpts, tg.vis, tg.areas, sigmas)
-        out['loss_oks'] = oks.mean() * cfg.oks_weight
+        overlaps = keypoint_losses(dcc, flat, tg, boxes, cfg, sigmas, out)
         cls_target[tg.pos] = overlaps.pow(cfg.overlaps_power).unsqueeze(1).to(cls_target)
         out['overlaps'] = overlaps.mean().detach()
     out['loss_cls'] = L.varifocal_loss(cls_all, cls_target, tg.obj_weights, cfg.vfl_alpha,
@@ -410,3 +390,35 @@ def head_losses(dcc, flat, tg, cfg, sigmas):
     out.setdefault('overlaps', zero.detach())
     out['num_samples'] = n.detach()
     return out
+
+
+def keypoint_losses(dcc, flat, tg, boxes, cfg, sigmas, out):
+    """Add loss_mle and loss_oks to ``out``; return the (M,) classification overlaps.
+
+    ``boxes`` (M, 4) are the positives' decoded boxes (with gradient: the DCC bins follow
+    them, as in mmpose). With ``proxy_target_cc`` the overlaps are the DCC keypoints' OKS.
+    """
+    k = flat.kpts.shape[-2]
+    kpts_reg = flat.kpts.reshape(-1, k, 2)[tg.pos]
+    kpts_cc = None
+    if cfg.mle_weight > 0 or cfg.proxy_target_cc:
+        pose_vecs = flat.pose_vecs.reshape(-1, flat.pose_vecs.shape[-1])[tg.pos]
+        with single_sample_batchnorm_eval(dcc, pose_vecs.shape[0]):
+            cc = dcc(pose_vecs, boxes, tg.priors[:, :2])
+        kpts_cc = cc.keypoints()
+        hm_x, hm_y = L.laplace_target_heatmaps(tg.kpts, cc.bins_x, cc.bins_y,
+                                               dcc.sigmas(pose_vecs), tg.areas)
+        out['loss_mle'] = L.mle_cc_loss(cc.prob_x, cc.prob_y, hm_x, hm_y,
+                                        tg.vis).mean() * cfg.mle_weight
+    if not cfg.proxy_target_cc:
+        oks = L.oks_loss(kpts_reg, tg.kpts, tg.vis, tg.areas, sigmas)
+        out['loss_oks'] = oks.mean() * cfg.oks_weight
+        return tg.overlaps
+    with torch.no_grad():
+        # regress towards the DCC keypoints only where they beat the regression branch
+        closer = (torch.norm(kpts_reg - tg.kpts, dim=-1)
+                  > torch.norm(kpts_cc - tg.kpts, dim=-1)).to(tg.vis)
+        overlaps = pose_oks(kpts_cc, tg.kpts, tg.vis, tg.areas, sigmas)
+    oks = L.oks_loss(kpts_reg, kpts_cc.detach(), tg.vis * closer, tg.areas, sigmas)
+    out['loss_oks'] = oks.mean() * cfg.oks_weight
+    return overlaps
