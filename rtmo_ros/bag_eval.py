@@ -39,7 +39,7 @@ def parse_args(argv=None):
     parser.add_argument('--backend', default='auto',
                         choices=('auto', 'onnxruntime', 'tensorrt', 'torch'))
     parser.add_argument('--score-thr', type=float, default=0.1,
-                        help='offline: minimum instance score kept (the node default)')
+                        help='minimum instance score of a kept person (the node default)')
     parser.add_argument('--node-param', action='append', default=[], metavar='NAME:=VALUE',
                         help='online: extra pose node parameter (repeatable)')
     parser.add_argument('--out', default='bag_eval', help='output folder')
@@ -89,12 +89,13 @@ def evaluate_bag(bag, gt=None, topic=None, mode='offline', rate=1.0, model=None,
         else:
             from rtmo_ros.bag_replay import replay_online
             result = replay_online(reader, topic, model, backend, rate, out / 'node.log',
-                                   node_params, progress)
+                                   score_thr, node_params, progress)
         storage = _storage_of(reader)
     finally:
         reader.close()
-    meta = {'bag': str(bag), 'topic': topic, 'mode': mode, 'rate': rate, 'model': str(model),
-            'backend': backend, 'gt': str(gt) if gt else None}
+    meta = {'bag': str(bag), 'topic': topic, 'mode': mode,
+            'rate': rate if mode == 'online' else None, 'model': str(model),
+            'backend': backend, 'score_thr': score_thr, 'gt': str(gt) if gt else None}
     return bag_report.write_report(out, result, gt_all, meta, storage=storage,
                                    poses_topic=POSES_TOPIC)
 

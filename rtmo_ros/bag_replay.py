@@ -30,9 +30,13 @@ DRAIN_TIMEOUT_S = 15.0
 class NodeProcess:
     """The pose node as a child process; its output goes to ``log_path``."""
 
-    def __init__(self, namespace, model, backend, transport, log_path, extra_params=()):
+    def __init__(self, namespace, model, backend, transport, log_path, score_thr=0.1,
+                 extra_params=()):
+        # reliable images: every frame reaches the node; it still drops the ones that arrive
+        # while it is busy (newest-frame policy), which is what the replay measures
         params = {'model': str(model), 'backend': backend, 'autostart': 'true',
-                  'image_transport': transport, 'qos_reliability': 'reliable'}
+                  'image_transport': transport, 'qos_reliability': 'reliable',
+                  'score_thr': float(score_thr)}
         args = [sys.executable, '-m', 'rtmo_ros.pose_node', '--ros-args',
                 '-r', f'__ns:={namespace}']
         for name, value in params.items():
@@ -156,7 +160,7 @@ class PoseRecorder:
 
 
 def replay_online(reader, topic, model, backend='auto', rate=1.0, log_path='node.log',
-                  node_params=(), progress=True):
+                  score_thr=0.1, node_params=(), progress=True):
     """Replay ``topic`` of an open bag into a fresh pose node; return a :class:`RunResult`.
 
     Frames are published at their recorded spacing (the bag's receive timestamps) divided by
@@ -167,7 +171,7 @@ def replay_online(reader, topic, model, backend='auto', rate=1.0, log_path='node
     msgtype = bag_io.image_topics(reader)[topic]
     transport = 'compressed' if msgtype == bag_io.COMPRESSED else 'raw'
     namespace = f'/rtmo_bag_eval_{os.getpid()}'
-    node = NodeProcess(namespace, model, backend, transport, log_path, node_params)
+    node = NodeProcess(namespace, model, backend, transport, log_path, score_thr, node_params)
     recorder = None
     try:
         recorder = PoseRecorder(namespace, msgtype)

@@ -211,9 +211,11 @@ def plot_precision_recall(path, precision):
     for index, label in ((0, 'OKS 0.50'), (5, 'OKS 0.75')):
         p = np.where(curves[index] < 0, np.nan, curves[index])
         ax.plot(recall, p, label=label)
-    valid = np.where(curves < 0, np.nan, curves)
-    if np.isfinite(valid).any():
-        ax.plot(recall, np.nanmean(valid, axis=0), 'k--', label='mean OKS .50:.95')
+    defined = curves >= 0
+    counts = defined.sum(axis=0)
+    if counts.any():  # mean over the thresholds where precision is defined
+        mean = np.where(defined, curves, 0).sum(axis=0) / np.maximum(counts, 1)
+        ax.plot(recall, np.where(counts > 0, mean, np.nan), 'k--', label='mean OKS .50:.95')
     ax.set(xlabel='recall', ylabel='precision', xlim=(0, 1), ylim=(0, 1.02),
            title='Precision / recall (COCO keypoints, area all, maxDets 20)')
     ax.legend()
@@ -330,6 +332,7 @@ def write_report(out, result, gt, meta, storage='sqlite3', poses_topic='/poses')
         write_json(out / 'predictions.json', results)
         evaluation = coco_evaluate(subset, results)
         evaluation.update(gt_images=len(subset['images']),
+                          gt_images_not_in_bag=len(gt['images']) - len(subset['images']),
                           gt_persons=len(subset['annotations']), predictions=len(results))
         precision = precision_curves(subset, results)
         gt_counts = _gt_counts(subset, stamp_to_id)
