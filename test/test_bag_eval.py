@@ -177,3 +177,16 @@ def test_clear_errors(tmp_path, demo, capsys):
     shifted.write_text(json.dumps(gt))
     assert 'stamp_ns' in one_error_line(capsys, [str(bag), '--gt', str(shifted)] + base)
     assert not (tmp_path / 'out').exists()  # nothing ran, nothing written
+
+
+def test_report_without_ground_truth(tmp_path):
+    stamps = [demo_bag.frame_stamp(i) for i in range(4)]
+    poses = {s: Poses.empty(17) for s in stamps[1:]}
+    result = RunResult(stamps=stamps, poses=poses, latency_ms=dict.fromkeys(stamps, 2.0),
+                       person_arrays=[], backend='onnxruntime')
+    report = bag_report.write_report(tmp_path, result, None, {'mode': 'online', 'rate': 2.0})
+    assert report['ap'] is None and report['ar'] is None and report['dropped'] == 1
+    assert report['latency_ms']['count'] == 3 and 'precision_recall' not in report['plots']
+    assert not (tmp_path / 'predictions.json').exists()
+    assert bag_io.read_person_arrays(tmp_path / 'poses_bag') == []  # topic present, empty
+    assert 'n/a (no ground truth given)' in (tmp_path / 'report.md').read_text()
