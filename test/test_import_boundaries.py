@@ -18,3 +18,9 @@ def test_engine_imports_without_ros_or_gpu_stacks():
 def test_rtmo_train_never_imports_rclpy():
     loaded = modules_after('import rtmo_train')
     assert 'rclpy' not in loaded
+
+
+def test_bag_tools_and_synthetic_data_need_no_torch():
+    loaded = modules_after('import rtmo_ros.bag_eval, rtmo_ros.demo_bag, rtmo_train.evaluation, '
+                           'rtmo_train.data.synthetic')
+    assert 'torch' not in loaded

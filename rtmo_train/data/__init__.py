@@ -8,11 +8,22 @@
 ``masks``       COCO segmentations (polygons, RLE) -> masks, for the stage-2 ignore mask
 ``synthetic``   synthetic people (COCO-17) for tests, demos and CPU training
 """
-from rtmo_train.data.batch import BatchRandomResize, TrainDataset, build_train_loader, collate
-from rtmo_train.data.coco import CocoKeypointDataset
-from rtmo_train.data.combined import CombinedDataset, KeypointMapping
-from rtmo_train.data.pipeline import AugmentConfig, apply_pipeline, augment_preset, build_pipeline
+import importlib
 
-__all__ = ['AugmentConfig', 'BatchRandomResize', 'CocoKeypointDataset', 'CombinedDataset',
-           'KeypointMapping', 'TrainDataset', 'apply_pipeline', 'augment_preset',
-           'build_pipeline', 'build_train_loader', 'collate']
+# resolved lazily: only ``batch`` needs torch, and the bag tools use ``synthetic`` without it
+_EXPORTS = {
+    'BatchRandomResize': 'batch', 'TrainDataset': 'batch', 'build_train_loader': 'batch',
+    'collate': 'batch', 'CocoKeypointDataset': 'coco', 'CombinedDataset': 'combined',
+    'KeypointMapping': 'combined', 'AugmentConfig': 'pipeline', 'apply_pipeline': 'pipeline',
+    'augment_preset': 'pipeline', 'build_pipeline': 'pipeline',
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(importlib.import_module(f'.{_EXPORTS[name]}', __name__), name)
+    globals()[name] = value
+    return value
