@@ -197,6 +197,10 @@ def test_image_gives_the_engines_persons_with_the_images_header(node, io, onnx):
     from rtmo_ros.engine import PoseEstimator
 
     image = io['image_bgr']
+    annotated = []
+    sub = node.node.create_subscription(Image, 'image_annotated', annotated.append, RELIABLE)
+    assert wait_for(lambda: sub.get_publisher_count() >= 1, 10.0)
+    time.sleep(0.3)  # let the node's side of the discovery see this subscriber too
     got = send_and_wait(node, image_msg(image, 1001))
     assert got.header.frame_id == 'camera_optical' and got.header.stamp.sec == 1700000000
     with PoseEstimator(onnx, backend='onnxruntime', num_threads=1) as engine:
@@ -209,6 +213,11 @@ def test_image_gives_the_engines_persons_with_the_images_header(node, io, onnx):
     assert np.allclose(kpts[..., 2], want.keypoint_scores, atol=1e-5)
     assert np.allclose([p.score for p in got.persons], want.scores, atol=1e-5)
     assert all(p.track_id == -1 and len(p.keypoints_3d) == 17 for p in got.persons)
+    assert wait_for(lambda: annotated, 5.0)
+    drawn = annotated[0]
+    assert (drawn.width, drawn.height, drawn.encoding) == (720, 480, 'bgr8')
+    assert drawn.header == got.header and bytes(drawn.data) != image.tobytes()
+    node.node.destroy_subscription(sub)
     assert wait_for(lambda: markers_for(node, 1001), 5.0)
     drawn = markers_for(node, 1001)[0].markers
     assert drawn[0].action == Marker.DELETEALL and len(drawn) > 1

@@ -1,0 +1,138 @@
+"""End-to-end latency of the rtmo_pose node versus the engine's own time, on the same frames.
+
+    python benchmarks/bench_node.py --model /path/rtmo-s.onnx [--backend onnxruntime]
+
+Starts ``python -m rtmo_ros.pose_node`` (autostart, reliable image subscription), publishes
+one frame at a time and waits for its PersonArray (latency = publish -> PersonArray received,
+including DDS transport of the image, conversion, engine, messages), then runs the engine
+itself (``PoseEstimator.__call__``) on the same frame in this process with the same model,
+backend and thread count, alternating frame by frame so both see the same machine load.
+Prints both and their ratio (target <= 1.10 on CPU).
+Run it from a shell where ``env.sh`` and ``scripts/loopback_dds.sh`` are sourced.
+"""
+import argparse
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def frames(count, size):
+    """``count`` distinct BGR frames of (W, H) ``size``: the parity image shifted, else noise."""
+    fixture = REPO.parent / 'shared' / 'parity' / 'rtmo-s_coco_seed1_io.npz'
+    import cv2
+
+    base = (np.load(fixture)['image_bgr'] if fixture.exists()
+            else np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8))
+    base = cv2.resize(base, size)
+    return [np.roll(base, 7 * i, axis=1) for i in range(count)]
+
+
+def engine_window(msg):
+    """(frames processed, mean engine ms) of one /diagnostics window of the node."""
+    values = {kv.key: kv.value for kv in msg.status[0].values}
+    stages = ('preprocess_ms', 'inference_ms', 'postprocess_ms')
+    if not all(k in values for k in stages):
+        return (0, 0.0)
+    return (int(values['processed_in_window']), sum(float(values[k]) for k in stages))
+
+
+def measure(args, images, engine):
+    """Return (node seconds, engine seconds) per image, interleaved frame by frame.
+
+    Node: publish -> PersonArray received. Engine: ``engine(image)`` in this process while the
+    node is idle. Interleaving puts both under the same machine load.
+    """
+    from diagnostic_msgs.msg import DiagnosticArray
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from rtmo_msgs.msg import PersonArray
+    from rtmo_ros.image_conversion import bgr_to_image
+
+    cmd = [sys.executable, '-m', 'rtmo_ros.pose_node', '--ros-args', '-p', f'model:={args.model}',
+           '-p', f'backend:={args.backend}', '-p', 'autostart:=true',
+           '-p', f'num_threads:={args.threads}', '-p', 'qos_reliability:=reliable']
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rclpy.init()
+    node = rclpy.create_node('bench_node_client')
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    arrived = {}
+    node.create_subscription(PersonArray, 'poses',
+                             lambda m: arrived.setdefault(m.header.stamp.nanosec,
+                                                          time.perf_counter()), qos)
+    windows = []  # (frames, mean engine ms inside the node) per diagnostics window
+    node.create_subscription(DiagnosticArray, '/diagnostics',
+                             lambda m: windows.append(engine_window(m)), qos)
+    pub = node.create_publisher(Image, 'image', qos)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        messages = [bgr_to_image(img, Header(frame_id='bench')) for img in images]
+        node_s, engine_s = [], []
+        for i, msg in enumerate(messages[:args.warmup] + messages):
+            msg.header.stamp.nanosec = i + 1
+            sent = time.perf_counter()
+            pub.publish(msg)
+            while i + 1 not in arrived:
+                time.sleep(0.0005)
+            node_s.append(arrived[i + 1] - sent)
+            time.sleep(0.1)  # let the node finish (markers) and its ORT threads stop spinning
+            t0 = time.perf_counter()
+            engine(images[(i - args.warmup) % len(images)])
+            engine_s.append(time.perf_counter() - t0)
+        time.sleep(1.5)  # the last diagnostics window
+        return (np.array(node_s[args.warmup:]), np.array(engine_s[args.warmup:]),
+                np.array([w for w in windows if w[0] > 0]))
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--model', default=str(REPO.parent / 'shared' / 'parity' /
+                                               'rtmo-s_coco_seed1_mmdeploy.onnx'))
+    parser.add_argument('--backend', default='onnxruntime')
+    parser.add_argument('--threads', type=int, default=os.cpu_count() or 1)
+    parser.add_argument('--frames', type=int, default=30)
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--width', type=int, default=640)
+    parser.add_argument('--height', type=int, default=480)
+    args = parser.parse_args()
+    from rtmo_ros.engine import PoseEstimator
+
+    images = frames(args.frames, (args.width, args.height))
+    with PoseEstimator(args.model, backend=args.backend, num_threads=args.threads) as engine:
+        node, engine, windows = measure(args, images, engine)
+    for name, t in (('node end-to-end', node), ('engine', engine)):
+        print(f'{name:16s} median {1e3 * np.median(t):7.1f} ms  mean {1e3 * t.mean():7.1f} ms'
+              f'  p90 {1e3 * np.percentile(t, 90):7.1f} ms  (n={len(t)})')
+    print(f'node/engine ratio (median): {np.median(node) / np.median(engine):.3f}  '
+          f'(mean: {node.mean() / engine.mean():.3f}; target <= 1.10)')
+    if len(windows):  # includes warm-up frames: a cross-check, not the headline
+        inside = (windows[:, 0] * windows[:, 1]).sum() / windows[:, 0].sum() / 1e3
+        print(f'engine inside the node (its /diagnostics stage times) mean {1e3 * inside:.1f} ms;'
+              f' node end-to-end / that: {node.mean() / inside:.3f}')
+
+
+if __name__ == '__main__':
+    main()
