@@ -115,9 +115,11 @@ def mean_over_processes(values):
     if not (dist.is_available() and dist.is_initialized()) or not values:
         return dict(values)
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    # NCCL reduces CUDA tensors only
+    device = 'cuda' if dist.get_backend() == 'nccl' else 'cpu'
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return {k: float(v) / dist.get_world_size() for k, v in zip(keys, t.tolist())}
+    return {k: float(v) / dist.get_world_size() for k, v in zip(keys, t.cpu().tolist())}
 
 
 def unwrap(module):
