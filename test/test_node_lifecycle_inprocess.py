@@ -22,9 +22,13 @@ def make_node(parity_dir):
     nodes = []
 
     def make(model=parity_dir / 'rtmo-s_coco_seed1_mmdeploy.onnx'):
-        node = PoseNode(context=context, parameter_overrides=[
-            Parameter('model', value=str(model)), Parameter('backend', value='onnxruntime'),
-            Parameter('num_threads', value=1)])
+        # own namespace: a stale /rtmo_pose in other processes' graph caches would race the
+        # over-DDS tests' service calls to the real node process
+        node = PoseNode(context=context, namespace='/inprocess_lifecycle_test',
+                        parameter_overrides=[
+                            Parameter('model', value=str(model)),
+                            Parameter('backend', value='onnxruntime'),
+                            Parameter('num_threads', value=1)])
         nodes.append(node)
         return node
 
