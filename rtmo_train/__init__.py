@@ -6,7 +6,7 @@ Public API: ``load_model(path)`` -> ``RTMO`` in eval mode, ``save_checkpoint(mod
 The names are resolved lazily so that the torch-free parts (``rtmo_train.data.synthetic``,
 ``rtmo_train.evaluation``) can be used, e.g. by the bag tools, without importing torch.
 """
-import importlib
+from rtmo_train.lazy import lazy_getattr
 
 _EXPORTS = {
     'load_model': 'checkpoint', 'save_checkpoint': 'checkpoint',
@@ -16,10 +16,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    value = getattr(importlib.import_module(f'.{_EXPORTS[name]}', __name__), name)
-    globals()[name] = value  # cache: later look-ups skip this function
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -8,7 +8,7 @@
 ``masks``       COCO segmentations (polygons, RLE) -> masks, for the stage-2 ignore mask
 ``synthetic``   synthetic people (COCO-17) for tests, demos and CPU training
 """
-import importlib
+from rtmo_train.lazy import lazy_getattr
 
 # resolved lazily: only ``batch`` needs torch, and the bag tools use ``synthetic`` without it
 _EXPORTS = {
@@ -20,10 +20,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    value = getattr(importlib.import_module(f'.{_EXPORTS[name]}', __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
