@@ -9,9 +9,11 @@ Two formats are read (both with ``torch.load(..., weights_only=True)``):
   detected from the weights.
 * **rtmo_train** (written by ``save_checkpoint``): a dict with
   ``format`` = ``'rtmo_train/1'``, ``config`` = ``ModelConfig.to_dict()`` (variant, deepen,
-  widen, input_size [w, h], num_keypoints), ``model`` = the state dict (same keys as mmpose),
-  plus any extra entries the caller passed (optimizer state, epoch, ...).
+  widen, input_size [w, h], num_keypoints, neck_channels), ``model`` = the state dict (same
+  keys as mmpose), plus any extra entries the caller passed (optimizer state, epoch, ...).
+  Files written before ``neck_channels`` existed get it from the weights.
 """
+from dataclasses import replace
 import os
 import pathlib
 import tempfile
@@ -24,6 +26,7 @@ from .model.rtmo import RTMO
 FORMAT = 'rtmo_train/1'
 _STEM_KEY = 'backbone.stem.conv.conv.weight'
 _VIS_KEY = 'head.head_module.out_kpt_vis.0.weight'
+_NECK_KEY = 'neck.input_proj.0.conv.weight'  # (neck_channels, C3, 1, 1)
 
 
 def _read(path):
@@ -43,8 +46,8 @@ def detect_config(state_dict, num_keypoints=None, input_size=None, variant=None)
     """Infer the ``ModelConfig`` of an mmpose-layout RTMO state dict.
 
     Width comes from the stem's output channels (64 * widen), depth from the number of
-    bottlenecks in backbone stage 1 (3 * deepen), K from ``out_kpt_vis``. Explicit arguments
-    override what is detected.
+    bottlenecks in backbone stage 1 (3 * deepen), K from ``out_kpt_vis``, the neck width from
+    ``neck.input_proj.0``. Explicit arguments override what is detected.
     """
     if _STEM_KEY not in state_dict or _VIS_KEY not in state_dict:
         raise ValueError(f'not an RTMO state dict: keys {_STEM_KEY!r} and {_VIS_KEY!r} missing')
@@ -59,7 +62,15 @@ def detect_config(state_dict, num_keypoints=None, input_size=None, variant=None)
                              f'{blocks} blocks, which match none of {sorted(PRESETS)}')
         variant = matches[0]
     k = num_keypoints or state_dict[_VIS_KEY].shape[0]
-    return preset(variant, num_keypoints=k, input_size=input_size)
+    cfg = preset(variant, num_keypoints=k, input_size=input_size)
+    neck = neck_channels_of(state_dict)
+    return cfg if neck is None or neck == cfg.neck_channels else replace(cfg, neck_channels=neck)
+
+
+def neck_channels_of(state_dict):
+    """The HybridEncoder width of an RTMO state dict, or None if it has no neck weights."""
+    weight = state_dict.get(_NECK_KEY)
+    return None if weight is None else int(weight.shape[0])
 
 
 def _check_keys(model, state_dict, path):
@@ -103,12 +114,15 @@ def load_model(path, variant=None, num_keypoints=None, input_size=None, device='
     if not isinstance(ckpt, dict):
         raise ValueError(f'{path} holds a {type(ckpt).__name__}, not a checkpoint dict')
     if 'config' in ckpt and 'model' in ckpt:
-        cfg = ModelConfig.from_dict(ckpt['config'])
+        state_dict = ckpt['model']
+        saved = dict(ckpt['config'])
+        if 'neck_channels' not in saved and neck_channels_of(state_dict):
+            saved['neck_channels'] = neck_channels_of(state_dict)  # file older than the field
+        cfg = ModelConfig.from_dict(saved)
         overrides = {k: v for k, v in (('num_keypoints', num_keypoints),
                                        ('input_size', input_size)) if v}
         if overrides:
             cfg = ModelConfig.from_dict({**cfg.to_dict(), **overrides})
-        state_dict = ckpt['model']
     elif 'state_dict' in ckpt:
         state_dict = {k: v for k, v in ckpt['state_dict'].items()
                       if not k.startswith('data_preprocessor.')}

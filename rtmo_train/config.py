@@ -12,15 +12,18 @@ from typing import Tuple
 _STAGE_CHANNELS = (128, 256, 512, 1024)
 _STAGE_BLOCKS = (3, 9, 9, 3)
 _STEM_CHANNELS = 64
-NECK_DIM = 256  # HybridEncoder hidden_dim / transformer width, the same for all variants
+NECK_DIM = 256  # HybridEncoder hidden_dim / transformer width of every official variant
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """RTMO architecture. Only the first five fields are free; the rest are derived.
+    """RTMO architecture. Only the first six fields are free; the rest are derived.
 
     ``input_size`` is (width, height) of the network input in pixels; both must be multiples
     of 32 (the coarsest stride). mmpose trains t at 416x416 and s/m/l at 640x640.
+    ``neck_channels`` is the HybridEncoder width (transformer and FPN/PAN); every official
+    checkpoint has 256 (``NECK_DIM``), smaller values make CPU-sized models (the neck holds
+    most of the weights of a narrow variant). It must be a multiple of 8 (attention heads).
     """
 
     variant: str = 's'
@@ -28,6 +31,7 @@ class ModelConfig:
     widen: float = 0.5
     input_size: Tuple[int, int] = (640, 640)
     num_keypoints: int = 17
+    neck_channels: int = NECK_DIM
 
     stem_channels: int = field(init=False)
     stage_channels: Tuple[int, ...] = field(init=False)
@@ -47,13 +51,16 @@ class ModelConfig:
                              f'{self.input_size}')
         if self.num_keypoints < 1:
             raise ValueError(f'num_keypoints must be >= 1, got {self.num_keypoints}')
+        if self.neck_channels < 8 or self.neck_channels % 8:
+            raise ValueError(f'neck_channels must be a positive multiple of 8 (8 attention '
+                             f'heads), got {self.neck_channels}')
         derived = dict(
             input_size=(w, h),
             stem_channels=int(_STEM_CHANNELS * self.widen),
             stage_channels=tuple(int(c * self.widen) for c in _STAGE_CHANNELS),
             stage_blocks=tuple(max(round(n * self.deepen), 1) for n in _STAGE_BLOCKS),
             rep_blocks=round(3 * self.deepen),
-            rep_hidden=int(NECK_DIM * self.widen),
+            rep_hidden=int(self.neck_channels * self.widen),
             head_channels=2 * int(256 * self.widen),
             cls_channels=int(256 * self.widen),
             pose_channels=8 * int(36 * self.widen),

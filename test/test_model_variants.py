@@ -4,13 +4,15 @@ The reference key lists (../shared/notes/rtmo_state_dict_keys/*.tsv) were dumped
 mmpose 1.3.2 models of each variant: equality of keys and shapes means official checkpoints
 of every variant load with ``load_state_dict`` and no key map.
 """
+from dataclasses import replace
 import pathlib
 
 import pytest
 import torch
 
-from rtmo_train import build_model, load_model, preset
+from rtmo_train import build_model, load_model, preset, save_checkpoint
 from rtmo_train.checkpoint import detect_config
+from rtmo_train.config import ModelConfig
 
 KEYS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'notes' / \
     'rtmo_state_dict_keys'
@@ -88,3 +90,29 @@ def test_config_round_trip_and_validation():
         preset('s', input_size=(640, 500))
     with pytest.raises(ValueError, match='unknown RTMO variant'):
         preset('x')
+
+
+def test_narrow_neck_saved_loaded_and_detected(tmp_path):
+    """A 96-wide neck: ~1 M parameters, kept by save/load, detected from the weights of an
+    older file without the field and of an mmpose-layout file."""
+    cfg = ModelConfig('tiny', deepen=0.33, widen=0.125, input_size=(256, 256),
+                      neck_channels=96)
+    assert preset('s').neck_channels == 256 and cfg.rep_hidden == 12
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    assert 0.9e6 < sum(p.numel() for p in model.parameters()) < 1.1e6
+    assert model.neck.encoder[0].layers[0].ffn.layers[1].in_features == 4 * 96
+    path = save_checkpoint(model, tmp_path / 'tiny.pth')
+    assert load_model(path).cfg == cfg
+    old = torch.load(path, weights_only=True)
+    del old['config']['neck_channels']  # written before the field existed
+    torch.save(old, tmp_path / 'old.pth')
+    assert load_model(tmp_path / 'old.pth').cfg.neck_channels == 96
+    narrow_t = build_model(replace(preset('t'), neck_channels=128)).state_dict()
+    assert detect_config(narrow_t).neck_channels == 128
+    inputs = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1)) * 255
+    with torch.no_grad():
+        out = load_model(path)(inputs)
+    assert [tuple(x.shape) for x in out.cls] == [(1, 1, 16, 16), (1, 1, 8, 8)]
+    with pytest.raises(ValueError, match='multiple of 8'):
+        ModelConfig(neck_channels=100)

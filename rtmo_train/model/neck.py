@@ -49,10 +49,14 @@ class SelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Residual Linear -> GELU (exact erf) -> Linear, mmcv ``FFN`` layout."""
+    """Residual Linear -> GELU (exact erf) -> Linear, mmcv ``FFN`` layout.
 
-    def __init__(self, dim=NECK_DIM, hidden=1024):
+    ``hidden`` defaults to 4 * dim (mmpose: 1024 for the 256-wide neck).
+    """
+
+    def __init__(self, dim=NECK_DIM, hidden=None):
         super().__init__()
+        hidden = 4 * dim if hidden is None else hidden
         self.layers = nn.Sequential(nn.Sequential(nn.Linear(dim, hidden), nn.GELU()),
                                     nn.Linear(hidden, dim))
 
@@ -125,7 +129,7 @@ class HybridEncoder(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        dim = NECK_DIM
+        dim = cfg.neck_channels
         self.input_proj = nn.ModuleList(
             ConvBNAct(c, dim, 1, bn=TORCH_BN, act=False) for c in cfg.stage_channels[1:])
         self.encoder = nn.ModuleList([TransformerEncoder(1, dim)])
@@ -142,7 +146,7 @@ class HybridEncoder(nn.Module):
         self.projector = ChannelMapper(dim, cfg.head_channels)
 
     def encode_p5(self, p5):
-        """Run the transformer on the (B, 256, h, w) stride-32 map; same shape out."""
+        """Run the transformer on the (B, neck_channels, h, w) stride-32 map; same shape out."""
         b, c, h, w = p5.shape
         tokens = p5.flatten(2).permute(0, 2, 1)
         tokens = self.encoder[0](tokens, self.sincos_pos_enc(h, w))
