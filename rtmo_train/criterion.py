@@ -42,6 +42,10 @@ class LossConfig:
     to the GT, and the classification target becomes the DCC keypoints' OKS.
     ``use_keypoints_for_center``: SimOTA's centre region sits on the mean visible keypoint.
     ``use_aux_loss``: add the L1 loss on raw box outputs (mmpose's last 20/30 epochs).
+    ``dcc_box_grad``: let the MLE loss reach the predicted boxes through the DCC bins, as
+    mmpose does. False detaches the boxes there (not an mmpose setting): from scratch on a
+    small dataset the MLE gradient through the bins outweighs the IoU loss and keeps the
+    boxes from converging even when overfitting one image (see ``tiny_preset``).
     """
 
     cls_weight: float = 1.0       # VariFocalLoss, sum / num positives
@@ -56,6 +60,7 @@ class LossConfig:
     use_aux_loss: bool = False
     vfl_alpha: float = 0.75
     vfl_gamma: float = 2.0
+    dcc_box_grad: bool = True
 
 
 @dataclass(frozen=True)
@@ -396,12 +401,15 @@ def keypoint_losses(dcc, flat, tg, boxes, cfg, sigmas, out):
     """Add loss_mle and loss_oks to ``out``; return the (M,) classification overlaps.
 
     ``boxes`` (M, 4) are the positives' decoded boxes (with gradient: the DCC bins follow
-    them, as in mmpose). With ``proxy_target_cc`` the overlaps are the DCC keypoints' OKS.
+    them, as in mmpose, unless ``cfg.dcc_box_grad`` is False). With ``proxy_target_cc`` the
+    overlaps are the DCC keypoints' OKS.
     """
     k = flat.kpts.shape[-2]
     kpts_reg = flat.kpts.reshape(-1, k, 2)[tg.pos]
     kpts_cc = None
     if cfg.mle_weight > 0 or cfg.proxy_target_cc:
+        if not cfg.dcc_box_grad:
+            boxes = boxes.detach()
         pose_vecs = flat.pose_vecs.reshape(-1, flat.pose_vecs.shape[-1])[tg.pos]
         with single_sample_batchnorm_eval(dcc, pose_vecs.shape[0]):
             cc = dcc(pose_vecs, boxes, tg.priors[:, :2])

@@ -108,3 +108,16 @@ def test_render_sequence_moves_people_smoothly_in_and_out():
                 both = (p['keypoints'][:, 2] > 0) & (before[p['track_id']][:, 2] > 0)
                 step = np.abs(p['keypoints'][both, :2] - before[p['track_id']][both, :2])
                 assert step.size == 0 or step.max() < 15  # pixels per frame
+
+
+def test_make_dataset_people_count_and_size(tmp_path):
+    """max_people and height_range bound the people per image and their size."""
+    path = make_dataset(str(tmp_path), 12, seed=4, width=160, height=120, max_people=2,
+                        height_range=(0.5, 0.6))
+    data = json.load(open(path))
+    per_image = [sum(a['image_id'] == im['id'] for a in data['annotations'])
+                 for im in data['images']]
+    assert max(per_image) <= 2 and sum(per_image) >= 6
+    # boxes of whole figures: 60..72 px tall standing, less with bent knees or a lean
+    tall = [a['bbox'][3] for a in data['annotations'] if a['num_keypoints'] == 17]
+    assert tall and min(tall) > 0.5 * 120 * 0.6 and max(tall) < 0.6 * 120 * 1.3

@@ -30,8 +30,11 @@ SKIN_TONES = ((60, 80, 120), (90, 125, 170), (120, 160, 205), (150, 190, 230),
 L, R = 1, -1  # side sign: the person's left is image +x for a front-facing figure
 
 
-def render_people(rng, width, height, num_people):
+def render_people(rng, width, height, num_people, height_range=(0.15, 0.9)):
     """Render ``num_people`` figures on a random background.
+
+    Figure heights (head top to ankles) are log-uniform in ``height_range`` times the image
+    height.
 
     Returns (image (height, width, 3) uint8 BGR, persons): one dict per annotated person with
     ``keypoints`` (17, 3) float32 (x, y, v), ``bbox`` [x, y, w, h], ``area``, ``num_keypoints``.
@@ -40,7 +43,7 @@ def render_people(rng, width, height, num_people):
     background = random_background(rng, width, height)
     figures = []
     for _ in range(num_people):
-        fig = _place_figure(rng, width, height)
+        fig = _place_figure(rng, width, height, height_range)
         if fig is not None:
             figures.append(fig)
     figures.sort(key=lambda f: f[0]['height'])  # small = far away, drawn first
@@ -49,17 +52,20 @@ def render_people(rng, width, height, num_people):
     return image, [p for p in persons if p is not None]
 
 
-def make_dataset(out_dir, num_images, seed, width=640, height=480):
+def make_dataset(out_dir, num_images, seed, width=640, height=480, max_people=5,
+                 height_range=(0.15, 0.9)):
     """Write ``images/%06d.jpg`` and a COCO keypoint ``annotations.json``; return its path.
 
-    Image ``i`` is rendered from ``numpy.random.default_rng([seed, i])`` with 0..5 people.
+    Image ``i`` is rendered from ``numpy.random.default_rng([seed, i])`` with 0..max_people
+    people whose heights are log-uniform in ``height_range`` times the image height.
     """
     img_dir = os.path.join(out_dir, 'images')
     os.makedirs(img_dir, exist_ok=True)
     images, annotations = [], []
     for i in range(num_images):
         rng = np.random.default_rng([seed, i])
-        image, persons = render_people(rng, width, height, int(rng.integers(0, 6)))
+        image, persons = render_people(rng, width, height,
+                                       int(rng.integers(0, max_people + 1)), height_range)
         name = f'{i:06d}.jpg'
         cv2.imwrite(os.path.join(img_dir, name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
         images.append({'id': i + 1, 'file_name': name, 'width': width, 'height': height})
@@ -200,10 +206,11 @@ def _random_colour(rng):
     return tuple(float(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
 
 
-def _place_figure(rng, width, height, tries=10):
+def _place_figure(rng, width, height, height_range=(0.15, 0.9), tries=10):
     """A random figure with at least 3 joints inside the image, or None."""
+    low, high = height_range
     for _ in range(tries):
-        size = math.exp(rng.uniform(math.log(0.15 * height), math.log(0.9 * height)))
+        size = math.exp(rng.uniform(math.log(low * height), math.log(high * height)))
         app = random_appearance(rng, size)
         pelvis = (rng.uniform(-0.1, 1.1) * width, rng.uniform(0.3 * size, height + 0.15 * size))
         joints = figure_joints(app, random_pose(rng), pelvis)
