@@ -42,6 +42,8 @@ class LossConfig:
     to the GT, and the classification target becomes the DCC keypoints' OKS.
     ``use_keypoints_for_center``: SimOTA's centre region sits on the mean visible keypoint.
     ``use_aux_loss``: add the L1 loss on raw box outputs (mmpose's last 20/30 epochs).
+    ``kpt_l1_weight`` > 0 adds ``loss_kpt_l1`` (:func:`keypoint_l1`, not an mmpose loss),
+    which pulls regression keypoints that the OKS loss cannot reach from scratch.
     ``dcc_box_grad``: let the MLE loss reach the predicted boxes through the DCC bins, as
     mmpose does. False detaches the boxes there (not an mmpose setting): from scratch on a
     small dataset the MLE gradient through the bins outweighs the IoU loss and keeps the
@@ -61,6 +63,7 @@ class LossConfig:
     vfl_alpha: float = 0.75
     vfl_gamma: float = 2.0
     dcc_box_grad: bool = True
+    kpt_l1_weight: float = 0.0    # not mmpose: L1 / sqrt(area) on regression keypoints
 
 
 @dataclass(frozen=True)
@@ -390,7 +393,9 @@ def head_losses(dcc, flat, tg, cfg, sigmas):
     # mmpose omits the positive-only terms when nothing is positive (and loss_mle at weight
     # 0); graph-connected zeros keep the logged keys and the DDP graph uniform
     zero = (flat.boxes.sum() + flat.kpts.sum() + flat.kpt_vis.sum()) * 0.0
-    for key in ('loss_bbox', 'loss_vis', 'loss_mle', 'loss_oks'):
+    keys = ('loss_bbox', 'loss_vis', 'loss_mle', 'loss_oks') + \
+        (('loss_kpt_l1',) if cfg.kpt_l1_weight > 0 else ())
+    for key in keys:
         out.setdefault(key, zero)
     out.setdefault('overlaps', zero.detach())
     out['num_samples'] = n.detach()
@@ -418,6 +423,8 @@ def keypoint_losses(dcc, flat, tg, boxes, cfg, sigmas, out):
                                                dcc.sigmas(pose_vecs), tg.areas)
         out['loss_mle'] = L.mle_cc_loss(cc.prob_x, cc.prob_y, hm_x, hm_y,
                                         tg.vis).mean() * cfg.mle_weight
+    if cfg.kpt_l1_weight > 0:
+        out['loss_kpt_l1'] = keypoint_l1(kpts_reg, tg) * cfg.kpt_l1_weight
     if not cfg.proxy_target_cc:
         oks = L.oks_loss(kpts_reg, tg.kpts, tg.vis, tg.areas, sigmas)
         out['loss_oks'] = oks.mean() * cfg.oks_weight
@@ -430,3 +437,12 @@ def keypoint_losses(dcc, flat, tg, boxes, cfg, sigmas, out):
     oks = L.oks_loss(kpts_reg, kpts_cc.detach(), tg.vis * closer, tg.areas, sigmas)
     out['loss_oks'] = oks.mean() * cfg.oks_weight
     return overlaps
+
+
+def keypoint_l1(kpts_reg, tg):
+    """Mean L1 distance of the visible regression-branch keypoints to the GT, in units of
+    sqrt(area). Not an mmpose loss: the OKS loss alone gives no gradient to keypoints that
+    start more than a few OKS sigmas away, which from scratch is most of them."""
+    scale = tg.areas.clamp(min=1.0).sqrt()[:, None]
+    dist = (kpts_reg - tg.kpts).abs().sum(-1) / scale
+    return (dist * tg.vis).sum() / tg.vis.sum().clamp(min=1.0)

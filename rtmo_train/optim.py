@@ -25,8 +25,13 @@ _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
           nn.modules.instancenorm._InstanceNorm)
 
 
-def param_groups(model, lr, weight_decay, encoder_lr_mult=0.05, encoder_key='neck.encoder'):
+def param_groups(model, lr, weight_decay, encoder_lr_mult=0.05, encoder_key='neck.encoder',
+                 dcc_lr_mult=1.0):
     """Split ``model``'s trainable parameters into AdamW groups as mmpose does.
+
+    ``dcc_lr_mult`` != 1 (not an mmpose setting) puts ``head.dcc`` in groups of its own at
+    lr x dcc_lr_mult: from scratch, at the lr the rest of a small model trains well with, the
+    DCC's bin logits blow up and lock onto wrong bins (see ``train_config.tiny_preset``).
 
     Returns a list of dicts ``{'params', 'lr', 'weight_decay', 'name'}`` (empty groups left
     out), in a fixed order so that optimizer state dicts line up across runs.
@@ -38,20 +43,24 @@ def param_groups(model, lr, weight_decay, encoder_lr_mult=0.05, encoder_key='nec
                 continue
             full = f'{module_name}.{name}' if module_name else name
             no_decay = isinstance(module, _NORMS) or name == 'bias'
-            encoder = encoder_key in full
-            key = ('encoder' if encoder else 'base') + ('_no_decay' if no_decay else '')
+            part = 'encoder' if encoder_key in full else 'base'
+            if dcc_lr_mult != 1.0 and full.startswith('head.dcc.'):
+                part = 'dcc'
+            key = part + ('_no_decay' if no_decay else '')
+            mult = {'encoder': encoder_lr_mult, 'dcc': dcc_lr_mult}.get(part, 1.0)
             if key not in groups:
-                groups[key] = dict(params=[], name=key,
-                                   lr=lr * (encoder_lr_mult if encoder else 1.0),
+                groups[key] = dict(params=[], name=key, lr=lr * mult,
                                    weight_decay=0.0 if no_decay else weight_decay)
             groups[key]['params'].append(param)
-    order = ('base', 'base_no_decay', 'encoder', 'encoder_no_decay')
+    order = ('base', 'base_no_decay', 'encoder', 'encoder_no_decay', 'dcc', 'dcc_no_decay')
     return [groups[k] for k in order if k in groups]
 
 
-def build_optimizer(model, lr, weight_decay, encoder_lr_mult=0.05, betas=(0.9, 0.999)):
+def build_optimizer(model, lr, weight_decay, encoder_lr_mult=0.05, betas=(0.9, 0.999),
+                    dcc_lr_mult=1.0):
     """AdamW over :func:`param_groups` (mmpose: lr 4e-3, weight decay 0.05, default betas)."""
-    return torch.optim.AdamW(param_groups(model, lr, weight_decay, encoder_lr_mult),
+    return torch.optim.AdamW(param_groups(model, lr, weight_decay, encoder_lr_mult,
+                                          dcc_lr_mult=dcc_lr_mult),
                              lr=lr, betas=betas, weight_decay=weight_decay)
 
 

@@ -106,7 +106,8 @@ class Trainer:
         self.iters_per_epoch = self._iters_per_epoch(len(self.sources[1]))
         lr = cfg.lr * (cfg.batch_size * info.world_size / cfg.scale_lr_base_batch
                        if cfg.scale_lr_base_batch > 0 else 1.0)
-        self.optimizer = build_optimizer(self.model, lr, cfg.weight_decay, cfg.encoder_lr_mult)
+        self.optimizer = build_optimizer(self.model, lr, cfg.weight_decay, cfg.encoder_lr_mult,
+                                         dcc_lr_mult=cfg.dcc_lr_mult)
         self.scheduler = RTMOScheduler(self.optimizer, cfg.schedule, self.iters_per_epoch)
         cuda = self.device.type == 'cuda'
         amp_dtype = (torch.float16 if cuda else torch.bfloat16) if cfg.amp else None

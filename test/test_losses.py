@@ -189,3 +189,19 @@ def test_single_positive_in_a_training_batch_does_not_break_the_dcc():
     assert dcc.pose_to_kpts[1].training    # mode restored
     assert all(bool(torch.isfinite(v.detach())) for v in out.values())
     assert float(out['loss_mle'].detach()) > 0
+
+
+def test_keypoint_l1_is_off_by_default_and_normalised_by_sqrt_area():
+    flat = synthetic_flat(seed=2)
+    person = dict(boxes=torch.tensor([[8.0, 8.0, 56.0, 56.0]]),
+                  keypoints=torch.rand(1, 17, 2) * 40 + 12, keypoints_visible=torch.ones(1, 17),
+                  areas=torch.tensor([1600.0]), keypoints_visible_weights=torch.ones(1, 17))
+    person['keypoints_visible'][0, :5] = 0
+    sigmas = torch.as_tensor(COCO17.sigmas_array())
+    tg = assign_targets(flat, [person], SimOTAAssigner(sigmas))
+    assert 'loss_kpt_l1' not in head_losses(DCC(32, 17), flat, tg, LossConfig(), sigmas)
+    out = head_losses(DCC(32, 17), flat, tg, LossConfig(kpt_l1_weight=2.0), sigmas)
+    reg = flat.kpts.reshape(-1, 17, 2)[tg.pos]
+    vis = tg.vis
+    expected = 2.0 * ((reg - tg.kpts).abs().sum(-1) / 40.0 * vis).sum() / vis.sum()
+    assert float(out['loss_kpt_l1'].detach()) == pytest.approx(float(expected), rel=1e-5)

@@ -137,3 +137,13 @@ def test_config_presets_round_trip(tmp_path):
         apply_overrides(cfg, ['epoch=3'])
     with pytest.raises(ValueError, match='unknown TrainConfig fields'):
         TrainConfig.from_dict({'lr': 1e-3, 'learning_rate': 1})
+
+
+def test_dcc_lr_mult_gives_the_dcc_groups_of_its_own():
+    model = tiny_model()
+    assert {g['name'] for g in param_groups(model, 4e-3, 0.05)}.isdisjoint({'dcc'})  # mmpose
+    groups = {g['name']: g for g in param_groups(model, 2e-3, 0.05, dcc_lr_mult=0.25)}
+    dcc = {id(p) for p in model.head.dcc.parameters()}
+    assert {id(p) for p in groups['dcc']['params'] + groups['dcc_no_decay']['params']} == dcc
+    assert groups['dcc']['lr'] == pytest.approx(5e-4) and groups['base']['lr'] == 2e-3
+    assert groups['dcc_no_decay']['weight_decay'] == 0 and groups['dcc']['weight_decay'] == 0.05

@@ -18,6 +18,7 @@ from .layers import Scale, fold_bn
 
 BBOX_PADDING = 1.25  # RTMOHead bbox_padding: the bins span the box scaled by 1.25
 EPS = 1e-8           # softmax denominator guard (mmpose rtmo_head.py EPS)
+BIN_ENCODER_GAIN = 0.01  # from-scratch init of the bin encoders, see DCC.init_bin_encoders
 
 
 class ScaleNorm(nn.Module):
@@ -130,6 +131,22 @@ class DCC(nn.Module):
                                       Scale(0.1))
         self.register_buffer('y_bins', torch.linspace(-0.5, 0.5, num_bins[1]))
         self.register_buffer('x_bins', torch.linspace(-0.5, 0.5, num_bins[0]))
+        self.init_bin_encoders()
+
+    @torch.no_grad()
+    def init_bin_encoders(self, gain=BIN_ENCODER_GAIN):
+        """Start ``x_fc``/``y_fc`` small and smooth (not mmpose's init; checkpoints overwrite it).
+
+        With torch's default init the bin logits have a spread of ~60, so the softmax starts
+        one-hot on a random bin, and the gradient that would move it vanishes: from scratch
+        the DCC then cannot fit even a handful of instances. Weights scaled by ``gain`` times
+        the column's sine period relative to the longest one start the softmax near uniform
+        and let low frequencies (broad bumps) form first, high ones (sharp peaks) later.
+        """
+        period = self.spe.dim_t / self.spe.dim_t[-1]
+        for fc in (self.x_fc, self.y_fc):
+            fc.weight.mul_(gain * torch.cat((period, period))[None, :])
+            fc.bias.mul_(gain)
 
     def keypoint_tokens(self, pose_vecs):
         """(..., C) pose vectors -> (..., K, feat) GAU-refined keypoint tokens."""
