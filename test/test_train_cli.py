@@ -18,7 +18,8 @@ def test_preset_fit_eval(tmp_path, capsys):
         sets = ['--set', f'data_root={tmp_path}', '--set', f'output_dir={tmp_path}/run',
                 '--set', 'epochs=1', '--set', 'batch_size=2', '--set', 'progress=false',
                 '--set', 'model.input_size=[160,160]', '--set', 'augment.input_size=160',
-                '--set', 'augment.random_size_range=[160,160]', '--set', 'tensorboard=false']
+                '--set', 'augment.random_size_range=[160,160]', '--set', 'tensorboard=false',
+                '--set', 'model.widen=0.125']
         assert main(['fit', str(cfg), *sets]) == 0
         out = capsys.readouterr().out
         assert 'name: rtmo-tiny_synthetic' in out and 'val/AP' in out  # resolved config, val
