@@ -188,7 +188,7 @@ def test_single_positive_in_a_training_batch_does_not_break_the_dcc():
     out = head_losses(dcc, flat, tg, LossConfig(), sigmas)
     assert dcc.pose_to_kpts[1].training    # mode restored
     assert all(bool(torch.isfinite(v.detach())) for v in out.values())
-    assert float(out['loss_mle'].detach()) > 0
+    assert float(out['loss_mle'].detach()) != 0.0   # computed (it may be negative)
 
 
 def test_keypoint_l1_is_off_by_default_and_normalised_by_sqrt_area():
