@@ -58,10 +58,10 @@ def test_a_few_iterations_reduce_the_loss(data_root):
     ema = ExpMomentumEMA(model)
     stats = [train_one_epoch(model, LossStep(model), [batch], opt, sched, epoch,
                              loss_cfg=cfg.loss_at(0), device='cpu', ema=ema, progress=False)
-             for epoch in range(10)]
+             for epoch in range(15)]
     losses = [s['loss'] for s in stats]
-    assert losses[-1] < 0.95 * losses[0], losses  # 40.1 -> 36.0 measured
-    assert stats[0]['num_samples'] > 0 and ema.steps == 10
+    assert losses[-1] < 0.9 * losses[0], losses  # 40.1 -> 32.5 measured
+    assert stats[0]['num_samples'] > 0 and ema.steps == 15
 
 
 def test_resume_reproduces_the_next_epoch_exactly(data_root, tmp_path):

@@ -34,7 +34,7 @@ def test_tiny_recipe_fits_four_images(tmp_path):
                                           f'augment.input_size={SIZE}'])
     torch.manual_seed(0)
     model = build_model(cfg.model).train()
-    optimizer = build_optimizer(model, 2e-3, 0.0, dcc_lr_mult=cfg.dcc_lr_mult)
+    optimizer = build_optimizer(model, cfg.lr, 0.0, dcc_lr_mult=cfg.dcc_lr_mult)
     for _ in range(200):
         losses = model.loss(inputs, targets, cfg.loss_stage1)
         optimizer.zero_grad()
