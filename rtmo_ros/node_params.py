@@ -27,8 +27,9 @@ def _param(default, description, *, low=None, high=None, choices=None):
 class NodeParams:
     """Resolved parameters of the ``rtmo_pose`` node (see each field's description)."""
 
-    model: str = _param('', 'RTMO model: path to an .onnx/.engine/.pth file or a model zoo '
-                            'name; required, configure fails while empty')
+    model: str = _param('rtmo-s-body7', 'RTMO model: path to an .onnx/.engine/.pth file, a '
+                        'model zoo name (downloaded once into the cache) or rtmo-tiny-synthetic '
+                        '(bundled, offline)')
     backend: str = _param('auto', 'inference backend; auto picks tensorrt, then onnxruntime',
                           choices=('auto', 'onnxruntime', 'tensorrt', 'torch'))
     device: str = _param('', "device such as 'cpu' or 'cuda:0'; empty lets the engine choose")

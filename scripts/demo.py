@@ -18,8 +18,10 @@ import sys
 import cv2
 import numpy as np
 
+from rtmo_ros.engine.zoo import bundled_path
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-BUNDLED = REPO / 'rtmo_ros' / 'models' / 'rtmo_tiny_synthetic.onnx'
+BUNDLED = bundled_path()
 
 
 def parse_args(argv=None):
@@ -27,6 +29,10 @@ def parse_args(argv=None):
     parser.add_argument('--out', default=str(REPO / 'demo_output'))
     parser.add_argument('--frames', type=int, default=150, help='frames in the demo bag')
     parser.add_argument('--seed', type=int, default=0, help='demo bag seed')
+    # the bundled model saw 320x240 renders; larger frames work too (downscaled to its 320x320
+    # input), but on two cores their transport and conversion make the node drop more frames
+    parser.add_argument('--width', type=int, default=320, help='demo camera width [px]')
+    parser.add_argument('--height', type=int, default=240, help='demo camera height [px]')
     parser.add_argument('--model', help='ONNX model (default: the bundled one)')
     parser.add_argument('--random-model', action='store_true',
                         help='use a seeded random-weight RTMO-tiny instead of the bundled model')
@@ -90,8 +96,10 @@ def main(argv=None):
 
     model, label = choose_model(args, out)
     print(f'[demo] model: {label}')
-    bag, gt = write_demo_bag(out / 'data', frames=args.frames, seed=args.seed, force=True)
-    print(f'[demo] replaying {args.frames} frames at 30 Hz x {args.rate:g} into the pose node')
+    bag, gt = write_demo_bag(out / 'data', frames=args.frames, seed=args.seed, force=True,
+                             width=args.width, height=args.height)
+    print(f'[demo] replaying {args.frames} frames ({args.width}x{args.height}) at 30 Hz x '
+          f'{args.rate:g} into the pose node')
     report = evaluate_bag(bag, gt=gt, mode='online', rate=args.rate, model=str(model),
                           backend='onnxruntime', out=out)
     strip = annotated_strip(bag, model, out)

@@ -1,7 +1,8 @@
 """rtmo-bag-eval end to end: offline engine runs, online replay into the real node over DDS.
 
-The model is the random-weight RTMO-s fixture: its AP is ~0, so these tests check the plumbing
-(files, counts, stamps, latency), and accuracy only where the ground truth itself is fed in.
+The model is the bundled RTMO-tiny (320x320, fast on CPU, needs no shared fixture); these tests
+check the plumbing (files, counts, stamps, latency). Its accuracy is pinned in
+test_bundled_model.py; here the ground truth itself is fed in to pin the scoring.
 """
 import json
 
@@ -10,6 +11,7 @@ import pytest
 
 from rtmo_ros import bag_eval, bag_io, bag_report, demo_bag
 from rtmo_ros.bag_report import RunResult
+from rtmo_ros.engine import zoo
 from rtmo_ros.engine.poses import Poses
 
 FRAMES = 6
@@ -18,11 +20,8 @@ REPORT_KEYS = {'ap', 'ar', 'frames', 'dropped', 'latency_ms', 'mode', 'model', '
 
 
 @pytest.fixture(scope='module')
-def model(parity_dir):
-    path = parity_dir / 'rtmo-s_coco_seed1_mmdeploy.onnx'
-    if not path.exists():
-        pytest.skip(f'{path} not found')
-    return str(path)
+def model():
+    return str(zoo.bundled_path())
 
 
 @pytest.fixture(scope='module')

@@ -101,7 +101,8 @@ def _copy_url(url, out, name, progress, timeout):
         raise DownloadError(
             f'could not download {url} ({reason}); if this machine is offline, fetch that file '
             'elsewhere and pass the local file instead, e.g. PoseEstimator("/path/to/model.onnx")'
-            ' or rtmo-pose --model /path/to/model.onnx') from None
+            ' or rtmo-pose --model /path/to/model.onnx (the bundled offline model is '
+            'rtmo-tiny-synthetic)') from None
     return digest.hexdigest()
 
 

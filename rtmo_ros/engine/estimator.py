@@ -43,6 +43,8 @@ def resolve_model(model, backend='auto'):
                                     '.onnx/.engine/.plan/.pth file or a zoo name')
         return path, path.stem
     from . import download, zoo
+    if text == zoo.BUNDLED_NAME:
+        return resolve_model(zoo.bundled_path())[0], text
     entry = zoo.get(text)
     return download.fetch_entry(entry, prefer_checkpoint=(backend == 'torch')), entry.name
 

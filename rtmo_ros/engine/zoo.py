@@ -12,6 +12,7 @@ which is not the zip's own hash: zips are verified by their CRCs (``zipfile.test
 the extracted graph parsing as ONNX (see ``download``).
 """
 from dataclasses import dataclass
+import pathlib
 import re
 
 BASE = 'https://download.openmmlab.com/mmpose/v1/projects/rtmo/'
@@ -71,6 +72,16 @@ ZOO = {e.name: e for e in (
            '5bafdc11_20231219', keypoints=14),
 )}
 
+# Not official: the small model this package ships (rtmo_ros/models/), trained with rtmo_train on
+# synthetic people. It needs no download; it is the offline default of the demo and the tests.
+BUNDLED_NAME = 'rtmo-tiny-synthetic'
+
+
+def bundled_path():
+    """Path of the bundled ONNX graph (installed with the package as package data)."""
+    return pathlib.Path(__file__).resolve().parents[1] / 'models' / 'rtmo_tiny_synthetic.onnx'
+
+
 # mmpose config names are accepted too
 ALIASES = {e.config: e.name for e in ZOO.values()}
 
@@ -85,5 +96,5 @@ def get(name):
     key = ALIASES.get(name, name)
     if key not in ZOO:
         raise ValueError(f'unknown model {name!r}: not a file path and not in the zoo '
-                         f'({", ".join(ZOO)})')
+                         f'({", ".join(ZOO)}; bundled: {BUNDLED_NAME})')
     return ZOO[key]
