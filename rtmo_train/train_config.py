@@ -297,8 +297,8 @@ def tiny_preset():
     then no mosaic with the stage-2 losses (proxy targets, box L1), so that training ends on
     the evaluation distribution; the lr schedule keeps its shape (cosine, x2.5 restart at the
     switch, cosine). EMA momentum raised so that the average spans about 500 of the steps.
-    These 26 epochs reach AP ~0.16; the bundled demo model is this run resumed to 70 epochs
-    at constant lr steps (``scripts/package_demo_model.py`` lists the commands).
+    These 26 epochs reach AP ~0.16; the bundled demo model is this run resumed to 64 epochs
+    (best at 63) at constant lr steps (``scripts/package_demo_model.py`` lists the commands).
     """
     model = ModelConfig('tiny', deepen=0.33, widen=0.25, input_size=(320, 320),
                         neck_channels=96)
