@@ -13,6 +13,12 @@ if [ -z "${ROS_DISTRO:-}" ]; then
   export AMENT_PREFIX_PATH="$_rtmo_root/.venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
   export CMAKE_PREFIX_PATH="$_rtmo_root/.venv${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 fi
+if [ -z "${ROS_DISTRO:-}" ] && [ -f "$_rtmo_root/build/ros-sources/setup.bash" ]; then
+  # launch, launch_ros, ros2cli, message_filters, vision_msgs for tests (make setup, from
+  # ../shared/ros-sources when present)
+  # shellcheck disable=SC1091
+  source "$_rtmo_root/build/ros-sources/setup.bash"
+fi
 if [ -f "$_rtmo_root/install/setup.bash" ]; then
   # shellcheck disable=SC1091
   source "$_rtmo_root/install/setup.bash"

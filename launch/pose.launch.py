@@ -2,14 +2,20 @@
 
     ros2 launch rtmo_ros pose.launch.py image_topic:=/cam/image_raw model:=/path/rtmo-s.onnx
 
-Arguments: image_topic, model, backend, params_file, namespace, autostart, use_rviz,
-use_sim_time (see each one's description: ``ros2 launch rtmo_ros pose.launch.py -s``).
+Arguments: image_topic, model, backend, params_file, namespace, autostart, respawn,
+respawn_delay, use_rviz, use_sim_time (see each one's description:
+``ros2 launch rtmo_ros pose.launch.py -s``).
 
 Lifecycle: with ``autostart:=true`` (default) the node configures and activates itself through
 its own ``autostart`` parameter, which works the same on Humble, Jazzy and Kilted (Humble's
 launch_ros has no ``LifecycleNode(autostart=...)``). With ``autostart:=false`` it waits in
 ``unconfigured`` for ``ros2 lifecycle set /rtmo_pose configure`` and ``activate``.
 ``model`` and ``backend`` override ``params_file`` only when given (non-empty).
+
+Failures: with ``respawn:=true`` the node runs with ``autostart_failure: exit``, so a failed
+autostart (model not downloadable, no GPU yet) ends the process with code 1 and launch starts a
+new one after ``respawn_delay`` seconds. Without it the node retries by itself with back-off
+(``autostart_failure: retry``, the parameter file's default) and reports ERROR on /diagnostics.
 """
 import os
 
@@ -29,6 +35,9 @@ ARGUMENTS = (
     ('params_file', '', 'node parameters YAML; empty = <share>/rtmo_ros/config/pose.yaml'),
     ('namespace', '', 'namespace of the node and its topics'),
     ('autostart', 'true', 'configure and activate the node at start-up'),
+    ('respawn', 'false', 'restart the node process when it exits (then a failed autostart '
+                         'exits with code 1 instead of retrying in-process)'),
+    ('respawn_delay', '2.0', 'seconds before a respawn'),
     ('use_rviz', 'false', 'also start RViz with config/rtmo.rviz'),
     ('use_sim_time', 'false', 'use the /clock topic as time source'),
 )
@@ -46,10 +55,14 @@ def _nodes(context):
     overrides = {'autostart': _is_true(arg['autostart']),
                  'use_sim_time': _is_true(arg['use_sim_time'])}
     overrides.update({k: arg[k] for k in ('model', 'backend') if arg[k]})
+    respawn = _is_true(arg['respawn'])
+    if respawn:
+        overrides['autostart_failure'] = 'exit'
     image_topic = arg['image_topic']
     pose_node = LifecycleNode(
         package=PACKAGE, executable='pose_node', name='rtmo_pose',
         namespace=arg['namespace'], output='screen',
+        respawn=respawn, respawn_delay=float(arg['respawn_delay']),
         parameters=[params_file, overrides],
         remappings=[('image', image_topic), ('image/compressed', image_topic + '/compressed')])
     actions = [pose_node]

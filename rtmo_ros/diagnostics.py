@@ -13,6 +13,7 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 # Stage names in pipeline order, all in milliseconds: wait = image received -> worker starts
 # it (newest-frame queue), convert = Image -> BGR, preprocess/inference/postprocess = the
 # engine's own timings, publish = Poses -> messages -> published, total = received -> poses out.
+COUNTS = ('received', 'dropped', 'processed', 'invalid', 'failed', 'timeouts')
 STAGES = ('wait', 'convert', 'preprocess', 'inference', 'postprocess', 'publish', 'total')
 
 
@@ -26,6 +27,7 @@ class Window:
     processed: int
     invalid: int
     failed: int
+    timeouts: int = 0
     mean_ms: dict = field(default_factory=dict)
 
     @property
@@ -42,13 +44,13 @@ class PipelineStats:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self.totals = {'received': 0, 'dropped': 0, 'processed': 0, 'invalid': 0, 'failed': 0}
+        self.totals = dict.fromkeys(COUNTS, 0)
         self._last = dict(self.totals)
         self._sums = dict.fromkeys(STAGES, 0.0)
         self._since = time.monotonic()
 
     def count(self, name, n=1):
-        """Add ``n`` to the total ``name`` (received, dropped, processed, invalid, failed)."""
+        """Add ``n`` to the total ``name`` (one of COUNTS)."""
         with self._lock:
             self.totals[name] += n
 
@@ -73,25 +75,36 @@ class PipelineStats:
         return win
 
 
-def diagnostic_status(name, hardware_id, active, window, totals, info):
+def diagnostic_status(name, hardware_id, state, window, totals, info, problems=()):
     """Return the ``DiagnosticStatus`` of one window.
 
-    Level: OK while images flow (or while inactive), WARN when active but no image arrived in
-    the window or some were invalid, ERROR when inference failed. ``info``: extra {key: value}
+    ``state``: the lifecycle state label. Level: OK while images flow (or while not active),
+    WARN when active but no image arrived in the window or some were invalid, ERROR when
+    inference failed or a frame ran past the timeout. ``problems``: [(level, message)] found
+    by the node (last configure error, a frame running too long, incompatible QoS); the most
+    severe of everything sets the level and the message. ``info``: extra {key: value}
     (backend, model, ...) reported as they are.
     """
-    level, message = DiagnosticStatus.OK, 'inactive' if not active else 'running'
+    active = state == 'active'
+    found = [(DiagnosticStatus.OK, 'running' if active else state)]
     if active and window.received == 0:
-        level, message = DiagnosticStatus.WARN, 'no images received'
+        found.append((DiagnosticStatus.WARN, 'no images received'))
     if active and window.invalid:
-        level, message = DiagnosticStatus.WARN, f'{window.invalid} invalid images skipped'
-    if active and window.failed:
-        level, message = DiagnosticStatus.ERROR, f'inference failed on {window.failed} images'
+        found.append((DiagnosticStatus.WARN, f'{window.invalid} invalid images skipped'))
+    if window.failed:
+        found.append((DiagnosticStatus.ERROR, f'inference failed on {window.failed} images'))
+    if window.timeouts:
+        found.append((DiagnosticStatus.ERROR, f'{window.timeouts} frames took longer than '
+                                              'inference_timeout_s'))
+    found.extend(problems)
+    level, message = found[0]
+    for lvl, text in found[1:]:
+        if lvl > level:
+            level, message = lvl, text
     values = {'input_rate_hz': f'{window.input_rate:.2f}',
               'output_rate_hz': f'{window.output_rate:.2f}',
               'window_s': f'{window.seconds:.2f}'}
-    values.update({f'{k}_in_window': str(getattr(window, k))
-                   for k in ('received', 'dropped', 'processed', 'invalid', 'failed')})
+    values.update({f'{k}_in_window': str(getattr(window, k)) for k in COUNTS})
     values.update({f'{k}_total': str(v) for k, v in totals.items()})
     values.update({f'{stage}_ms': f'{ms:.2f}' for stage, ms in window.mean_ms.items()})
     values.update({k: str(v) for k, v in info.items()})

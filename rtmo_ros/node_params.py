@@ -14,7 +14,11 @@ from dataclasses import dataclass, field, fields, replace
 RUNTIME = frozenset({'score_thr', 'nms_thr', 'max_persons', 'publish_markers',
                      'publish_annotated_image', 'publish_detections', 'marker_scale',
                      'marker_depth', 'marker_line_width', 'marker_joint_size',
-                     'marker_keypoint_thr', 'annotate_keypoint_thr'})
+                     'marker_keypoint_thr', 'annotate_keypoint_thr', 'max_image_pixels',
+                     'inference_timeout_s'})
+# Parameters read once, when the process starts (they shape the start-up itself).
+STARTUP = frozenset({'autostart', 'autostart_failure', 'autostart_retry_max_s',
+                     'diagnostics_period'})
 
 
 def _param(default, description, *, low=None, high=None, choices=None):
@@ -48,10 +52,18 @@ class NodeParams:
     image_transport: str = _param('raw', "'raw' subscribes to image (sensor_msgs/Image), "
                                          "'compressed' to image/compressed (CompressedImage)",
                                   choices=('raw', 'compressed'))
-    qos_reliability: str = _param('best_effort', 'reliability of the image subscription; '
-                                                 'best_effort accepts every publisher',
-                                  choices=('best_effort', 'reliable'))
+    qos_reliability: str = _param('auto', 'reliability of the image subscription; auto = '
+                                          'best effort until a publisher is seen, reliable '
+                                          'while every publisher offers reliable',
+                                  choices=('auto', 'best_effort', 'reliable'))
     qos_depth: int = _param(1, 'queue depth of the image subscription', low=1, high=100)
+    max_image_pixels: int = _param(33_177_600, 'images with more pixels (width x height, read '
+                                               'from the header before decoding) are refused '
+                                               'as invalid; default 8K (runtime)',
+                                   low=1, high=1_000_000_000)
+    inference_timeout_s: float = _param(10.0, 'a frame running longer than this is reported '
+                                              'as an ERROR on /diagnostics (runtime) [s]',
+                                        low=0.1, high=3600.0)
     publish_markers: bool = _param(True, 'publish visualization_msgs/MarkerArray on markers')
     publish_annotated_image: bool = _param(True, 'publish image_annotated (drawn only while '
                                                  'someone subscribes)')
@@ -59,6 +71,13 @@ class NodeParams:
                                             'detections when vision_msgs is installed')
     autostart: bool = _param(False, 'configure and activate the node by itself at start-up '
                                     '(the launch file sets it true)')
+    autostart_failure: str = _param('retry', 'when the autostart configure fails: retry with '
+                                             'back-off (1 s doubling up to '
+                                             'autostart_retry_max_s) or exit with code 1 (for '
+                                             'launch respawn / systemd)',
+                                    choices=('retry', 'exit'))
+    autostart_retry_max_s: float = _param(60.0, 'longest wait between two autostart configure '
+                                                'attempts [s]', low=1.0, high=3600.0)
     marker_scale: float = _param(0.002, 'marker size of one image pixel [m/px] on the marker '
                                         'plane', low=1e-6, high=1.0)
     marker_depth: float = _param(1.0, 'distance of the marker plane along the optical axis '
@@ -70,7 +89,8 @@ class NodeParams:
     annotate_keypoint_thr: float = _param(0.3, 'joints with a lower score (and their bones) '
                                                'are not drawn on image_annotated',
                                           low=0.0, high=1.0)
-    diagnostics_period: float = _param(1.0, 'period of the /diagnostics status [s]',
+    diagnostics_period: float = _param(1.0, 'period of the /diagnostics status (steady '
+                                            'clock, read at start-up) [s]',
                                        low=0.1, high=60.0)
 
     @classmethod
@@ -120,6 +140,12 @@ def check(name, value):
     if rng is not None and isinstance(value, (int, float)) and not rng[0] <= value <= rng[1]:
         return f'{name} must lie in [{rng[0]}, {rng[1]}]; got {value}'
     return None
+
+
+def problems(params):
+    """Return the reasons why a :class:`NodeParams` holds disallowed values (empty: valid)."""
+    reasons = (check(f.name, getattr(params, f.name)) for f in fields(NodeParams))
+    return [r for r in reasons if r is not None]
 
 
 def names():

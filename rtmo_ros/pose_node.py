@@ -1,31 +1,47 @@
 """The ``rtmo_pose`` lifecycle node: images in, PersonArray / markers / diagnostics out.
 
 Lifecycle (``rclpy.lifecycle``, managed with ``~/change_state`` or by ``autostart``):
-  configure  reads the parameters, loads the engine (may build a TensorRT engine), creates the
-             publishers and latches ``skeleton``;
+  configure  reads the parameters, loads the engine (may download a model or build a TensorRT
+             engine), creates the publishers and latches ``skeleton``;
   activate   subscribes to ``image`` (or ``image/compressed``) and starts the worker thread;
   deactivate unsubscribes and stops the worker, keeping the engine;
   cleanup    frees the engine (``PoseEstimator.close()``: session and GPU memory);
   shutdown   does whatever of the above is still needed, from any state.
+Every transition logs why it failed and returns FAILURE with its partial work undone (rclpy
+itself would swallow the exception and return ERROR without a word).
 
 The subscription callback only hands the message to a one-slot buffer (:mod:`frame_buffer`);
 the worker thread runs the engine on the newest frame, so frames arriving while it is busy are
 dropped (and counted) instead of queued, and latency does not grow with a backlog.
+
+``/diagnostics`` is published from construction on, on a steady-clock timer in its own
+callback group: it keeps reporting while a transition works (download, engine build) and while
+a paused ``/clock`` stops ROS time. ``main`` spins a multi-threaded executor for that reason.
 """
+import functools
+import os
 import threading
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
+try:  # Iron and newer
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
 from rtmo_msgs.msg import PersonArray, SkeletonInfo
-from rtmo_ros import conversions, node_params
+from rtmo_ros import conversions, image_qos, node_params
 from rtmo_ros.diagnostics import PipelineStats, diagnostic_status
 from rtmo_ros.engine.draw import draw_poses
 from rtmo_ros.frame_buffer import LatestFrame
@@ -35,79 +51,197 @@ from rtmo_ros.node_params import NodeParams
 
 NODE_NAME = 'rtmo_pose'
 THROTTLE_S = 5.0  # at most one log line per cause every 5 s for per-frame problems
+STOP_TIMEOUT_S = 3.0  # deactivate/cleanup/shutdown wait this long for the frame in progress
+QOS_CHECK_PERIOD_S = 1.0  # how often qos_reliability auto looks at the image publishers
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      reliability=ReliabilityPolicy.RELIABLE)
 OUTPUT = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)  # matches every reader
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+POLICY = {'reliable': ReliabilityPolicy.RELIABLE, 'best_effort': ReliabilityPolicy.BEST_EFFORT}
+
+# what the operator can do after each failed transition
+FIX = {'configure': 'fix the cause above, then configure again',
+       'activate': 'the node stays inactive; fix the cause above, then activate again',
+       'deactivate': 'the node stays active; deactivate again or shut it down',
+       'cleanup': 'everything else was released; call cleanup again to reach unconfigured'}
+
+
+def transition(step, undo=None):
+    """Wrap a lifecycle callback: an exception is logged with its cause and the fix, ``undo``
+    (a method taking the state) rolls back the partial work, and the transition returns
+    FAILURE."""
+    def decorate(callback):
+        @functools.wraps(callback)
+        def run(self, state):
+            self.busy = step
+            try:
+                return callback(self, state)
+            except Exception as err:  # noqa: BLE001 - every cause must reach the log
+                cause = f'{type(err).__name__}: {err}'
+                self.get_logger().error(f'{step} failed: {cause} ({FIX[step]})')
+                if step == 'configure':
+                    self.config_error = f'configure failed: {cause}'
+                if undo is not None:
+                    try:
+                        undo(self, state)
+                    except Exception as again:  # noqa: BLE001 - the cause is logged already
+                        self.get_logger().error(f'undoing the failed {step} raised too: '
+                                                f'{again!r}')
+                return FAILURE
+            finally:
+                self.busy = None
+        return run
+    return decorate
+
+
+def _release(node, state):
+    node.release()
+
+
+def _undo_activate(node, state):
+    node._stop_processing()
+    LifecycleNode.on_deactivate(node, state)  # switch the lifecycle publishers off again
 
 
 class PoseNode(LifecycleNode):
-    """RTMO multi-person pose estimation as a managed (lifecycle) node named ``rtmo_pose``."""
+    """RTMO multi-person pose estimation as a managed (lifecycle) node named ``rtmo_pose``.
+
+    Raises ValueError at construction when a parameter holds a value outside its choices.
+    """
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         node_params.declare(self)
         self.params = NodeParams.from_node(self)
+        refused = node_params.problems(self.params)
+        if refused:
+            raise ValueError('; '.join(refused))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.engine = None
+        self.busy = None          # name of the transition in progress
+        self.config_error = ''    # why the last configure failed ('' after a success)
+        self.exit_requested = Future()  # done (with the exit code) when main should return
         self._buffer = LatestFrame()
         self._stats = PipelineStats()
         self._worker = None
+        self._stuck = []          # worker threads abandoned in a frame that did not return
+        self._running = {}        # worker thread ident -> monotonic start of its frame
         self._image_sub = None
+        self._qos = image_qos.QosWatch(self.params.qos_reliability)
+        self._qos_timer = None
         self._pubs = {}
-        self._diag_timer = None
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diag_timer = self.create_timer(
+            self.params.diagnostics_period, self.publish_diagnostics,
+            callback_group=MutuallyExclusiveCallbackGroup(), clock=self._steady)
 
     # -- lifecycle transitions ---------------------------------------------------------------
+    @transition('configure', undo=_release)
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the engine and create the publishers.
 
-        SUCCESS -> inactive. FAILURE (model missing/unloadable, backend unavailable) ->
-        unconfigured, with the cause and its fix logged.
+        SUCCESS -> inactive. FAILURE (model missing/unloadable, backend unavailable, a keypoint
+        count without a skeleton) -> unconfigured, with the cause and its fix logged and
+        shown on /diagnostics until the next configure.
         """
         self.params = NodeParams.from_node(self)
-        try:
-            self.engine = self._load_engine(self.params)
-        except Exception as err:  # noqa: BLE001 - every load error ends the transition cleanly
-            self.get_logger().error(f'configure failed: {err}')
-            return TransitionCallbackReturn.FAILURE
+        self.engine = self._load_engine(self.params)
+        skeleton_msg = self._skeleton_info()  # raises for a keypoint count we cannot name
         self._create_publishers()
-        self._pubs['skeleton'].publish(self._skeleton_info())
-        self._diag_timer = self.create_timer(self.params.diagnostics_period,
-                                             self._publish_diagnostics)
+        self._pubs['skeleton'].publish(skeleton_msg)
+        self.config_error = ''
         self.get_logger().info(f'configured: {self.engine!r}')
-        return TransitionCallbackReturn.SUCCESS
+        return SUCCESS
 
+    @transition('activate', undo=_undo_activate)
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Switch the publishers on, subscribe to the images and start the worker.
 
-        SUCCESS -> active.
+        SUCCESS -> active; FAILURE -> inactive, subscription and worker undone.
         """
+        if self.engine is None:
+            raise RuntimeError('no model is loaded (did an earlier cleanup fail?); run '
+                               'cleanup, then configure')
         result = super().on_activate(state)  # activates the lifecycle publishers
-        self._buffer.reopen()
-        self._worker = threading.Thread(target=self._work, name='rtmo_pose_worker', daemon=True)
+        self._buffer = LatestFrame()
+        self._worker = threading.Thread(target=self._work, args=(self._buffer,),
+                                        name='rtmo_pose_worker', daemon=True)
         self._worker.start()
-        self._image_sub = self._subscribe(self.params)
-        self.get_logger().info(f'active: listening on {self._image_sub.topic_name}')
+        self._qos = image_qos.QosWatch(self.params.qos_reliability)
+        self._resubscribe(self._qos.choose(self._offered()))
+        self._qos_timer = self.create_timer(QOS_CHECK_PERIOD_S, self._check_publishers,
+                                            clock=self._steady)
+        self.get_logger().info(f'active: listening on {self._image_sub.topic_name} '
+                               f'({self._qos.current})')
         return result
 
+    @transition('deactivate')
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Unsubscribe and stop the worker; the engine stays loaded. SUCCESS -> inactive."""
+        """Unsubscribe and stop the worker; the engine stays loaded. SUCCESS -> inactive.
+
+        Returns within STOP_TIMEOUT_S even when a frame hangs in the backend.
+        """
         self._stop_processing()
         return super().on_deactivate(state)
 
+    @transition('cleanup', undo=_release)
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Destroy the publishers and free the engine (GPU memory too). SUCCESS -> unconfigured."""
+        """Destroy the publishers and free the engine (GPU memory too). SUCCESS -> unconfigured.
+
+        FAILURE (``close()`` raised) -> inactive with everything released; cleanup again.
+        """
         self.release()
-        return TransitionCallbackReturn.SUCCESS
+        return SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Release everything still held, from any state. SUCCESS -> finalized."""
-        self.release()
-        return TransitionCallbackReturn.SUCCESS
+        """Release everything still held, from any state. SUCCESS -> finalized (always)."""
+        self._release_logged('shutdown')
+        return SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release everything after a failed transition. SUCCESS -> unconfigured."""
-        self.release()
-        return TransitionCallbackReturn.SUCCESS
+        self._release_logged('error recovery')
+        return SUCCESS
+
+    # -- autostart ---------------------------------------------------------------------------
+    def start(self):
+        """Schedule the autostart (configure + activate) on the executor, if enabled."""
+        if self.params.autostart:
+            self._autostart_after(0.001, delay=1.0)
+
+    def _autostart_after(self, seconds, delay):
+        timer = None
+
+        def attempt():
+            timer.cancel()
+            self.destroy_timer(timer)
+            self._autostart(delay)
+
+        timer = self.create_timer(seconds, attempt, clock=self._steady)
+
+    def _autostart(self, delay):
+        """Configure (when unconfigured) and activate; on failure retry with back-off or exit."""
+        if self.state_label() == 'unconfigured' and self.trigger_configure() != SUCCESS:
+            failed = 'configure'
+        elif self.state_label() == 'inactive' and self.trigger_activate() != SUCCESS:
+            failed = 'activate'
+        else:
+            return
+        if self.params.autostart_failure == 'exit':
+            self.get_logger().fatal(f'autostart: {failed} failed and autostart_failure is '
+                                    'exit: exiting with code 1 (launch respawn or systemd may '
+                                    'restart the node)')
+            self.publish_diagnostics()
+            self.exit_requested.set_result(1)
+            return
+        self.get_logger().warning(f'autostart: {failed} failed; next attempt in {delay:g} s '
+                                  '(autostart_failure: retry)')
+        self._autostart_after(delay, min(2.0 * delay, self.params.autostart_retry_max_s))
+
+    def state_label(self):
+        """Label of the current lifecycle state ('unconfigured', 'configuring', 'active'...)."""
+        return self._state_machine.current_state[1]
 
     # -- resources ---------------------------------------------------------------------------
     def _load_engine(self, p):
@@ -129,9 +263,8 @@ class PoseNode(LifecycleNode):
         self._pubs = {'poses': make(PersonArray, 'poses', OUTPUT),
                       'markers': make(MarkerArray, 'markers', OUTPUT),
                       'image_annotated': make(Image, 'image_annotated', OUTPUT),
-                      # plain publishers: valid from configure on, also while inactive
-                      'skeleton': self.create_publisher(SkeletonInfo, 'skeleton', LATCHED),
-                      'diagnostics': self.create_publisher(DiagnosticArray, '/diagnostics', 10)}
+                      # a plain publisher: valid from configure on, also while inactive
+                      'skeleton': self.create_publisher(SkeletonInfo, 'skeleton', LATCHED)}
         if conversions.detections_available():
             self._pubs['detections'] = make(conversions.Detection2DArray, 'detections', OUTPUT)
 
@@ -140,41 +273,97 @@ class PoseNode(LifecycleNode):
         return conversions.skeleton_info(e.skeleton, self.params.model, e.input_size,
                                          e.backend, e.precision)
 
-    def _subscribe(self, p):
-        reliability = (ReliabilityPolicy.RELIABLE if p.qos_reliability == 'reliable'
-                       else ReliabilityPolicy.BEST_EFFORT)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p.qos_depth,
-                         reliability=reliability)
-        if p.image_transport == 'compressed':
-            return self.create_subscription(CompressedImage, 'image/compressed', self._on_image,
-                                            qos)
-        return self.create_subscription(Image, 'image', self._on_image, qos)
-
     def _stop_processing(self):
-        """Unsubscribe, wake the worker and wait for its current frame to finish."""
+        """Unsubscribe, wake the worker and wait (bounded) for its current frame to finish."""
+        if self._qos_timer is not None:
+            self.destroy_timer(self._qos_timer)
+            self._qos_timer = None
         if self._image_sub is not None:
             self.destroy_subscription(self._image_sub)
             self._image_sub = None
         self._buffer.close()
-        if self._worker is not None:
-            self._worker.join()
-            self._worker = None
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.join(STOP_TIMEOUT_S)
+            if worker.is_alive():
+                self._stuck.append(worker)
+                self.get_logger().error(
+                    f'a frame did not finish within {STOP_TIMEOUT_S:g} s: the backend seems to '
+                    'hang; its worker thread is abandoned (check the device and /diagnostics)')
+
+    def _hung(self):
+        self._stuck = [w for w in self._stuck if w.is_alive()]
+        return bool(self._stuck)
 
     def release(self):
-        """Stop processing, destroy the publishers and timer, close the engine."""
+        """Stop processing, destroy the publishers, close the engine.
+
+        Raises what ``close()`` raised, after everything else was released. An engine a hung
+        frame is still inside is not closed (freeing it under that thread could crash the
+        process): it is dropped and freed when the frame returns.
+        """
         self._stop_processing()
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
         for name, pub in self._pubs.items():
-            if name in ('skeleton', 'diagnostics'):
+            if name == 'skeleton':
                 self.destroy_publisher(pub)
             else:
                 self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
+        engine, self.engine = self.engine, None
+        if engine is not None and self._hung():
+            self.get_logger().warning('not closing the engine: a hung frame still uses it')
+        elif engine is not None:
+            engine.close()
+
+    def _release_logged(self, why):
+        try:
+            self.release()
+        except Exception as err:  # noqa: BLE001 - shutting down: report, then carry on
+            self.get_logger().error(f'{why}: releasing the engine raised {err!r}; it was '
+                                    'dropped')
+
+    # -- image subscription and its QoS ------------------------------------------------------
+    def _resubscribe(self, reliability):
+        """(Re)create the image subscription with ``reliability`` ('reliable'|'best_effort')."""
+        if self._image_sub is not None:
+            self.destroy_subscription(self._image_sub)
+        p = self.params
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p.qos_depth,
+                         reliability=POLICY[reliability])
+        msg_type, topic = ((CompressedImage, 'image/compressed')
+                           if p.image_transport == 'compressed' else (Image, 'image'))
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        self._image_sub = self.create_subscription(msg_type, topic, self._on_image, qos,
+                                                   event_callbacks=events)
+        self._qos.current = reliability
+
+    def _offered(self):
+        """Reliability ('reliable'|'best_effort') offered by each publisher of the image topic."""
+        topic = (self._image_sub.topic_name if self._image_sub is not None
+                 else self.resolve_topic_name(
+                     'image/compressed' if self.params.image_transport == 'compressed'
+                     else 'image'))
+        return [image_qos.reliability_name(info.qos_profile.reliability)
+                for info in self.get_publishers_info_by_topic(topic)]
+
+    def _check_publishers(self):
+        """Timer: follow the publishers' reliability (auto) and note incompatible ones."""
+        if self._image_sub is None:
+            return
+        offered = self._offered()
+        wanted = self._qos.choose(offered)
+        if wanted != self._qos.current:
+            self.get_logger().info(
+                f'image publishers on {self._image_sub.topic_name} offer {offered}: '
+                f'subscribing {wanted} instead of {self._qos.current} (qos_reliability auto)')
+            self._resubscribe(wanted)
+
+    def _on_incompatible_qos(self, event):
+        self._qos.incompatible_events += 1
+        self.get_logger().warning(
+            f'an image publisher has a QoS incompatible with this {self._qos.current} '
+            'subscription; set qos_reliability:=auto (or best_effort)',
+            throttle_duration_sec=THROTTLE_S)
 
     # -- the pipeline ------------------------------------------------------------------------
     def _on_image(self, msg):
@@ -183,71 +372,121 @@ class PoseNode(LifecycleNode):
         if self._buffer.put((msg, time.monotonic())):
             self._stats.count('dropped')
 
-    def _work(self):
-        """Worker thread: process the newest frame until the buffer is closed."""
+    def _work(self, buffer):
+        """Worker thread: process the newest frame until ``buffer`` is closed."""
+        me = threading.get_ident()
         while True:
-            item = self._buffer.take()
+            item = buffer.take()
             if item is None:
                 return
+            self._running[me] = started = time.monotonic()
             try:
                 self._process(*item)
             except Exception as err:  # noqa: BLE001 - keep the node alive, report the frame
                 self._stats.count('failed')
                 self.get_logger().error(f'pose estimation failed: {err}',
                                         throttle_duration_sec=THROTTLE_S)
+            finally:
+                del self._running[me]
+            took = time.monotonic() - started
+            if took > self.params.inference_timeout_s:
+                self._stats.count('timeouts')
+                self.get_logger().error(
+                    f'a frame took {took:.1f} s, longer than inference_timeout_s '
+                    f'({self.params.inference_timeout_s:g} s)', throttle_duration_sec=THROTTLE_S)
+
+    def _decode(self, msg):
+        limit = self.params.max_image_pixels
+        if isinstance(msg, CompressedImage):
+            return compressed_to_bgr(msg, max_pixels=limit)
+        return image_to_bgr(msg, max_pixels=limit)
 
     def _process(self, msg, received):
+        engine, pubs = self.engine, self._pubs
+        if engine is None or not pubs:
+            return  # released while this frame waited
         t0 = time.monotonic()
         try:
-            image = (compressed_to_bgr(msg) if isinstance(msg, CompressedImage)
-                     else image_to_bgr(msg))
+            image = self._decode(msg)
         except ImageError as err:
             self._stats.count('invalid')
             self.get_logger().warning(f'skipped an image: {err}',
                                       throttle_duration_sec=THROTTLE_S)
             return
         t1 = time.monotonic()
-        poses = self.engine(image)
+        poses = engine(image)
+        poses.check(engine.num_keypoints)
         t2 = time.monotonic()
-        people = conversions.poses_to_person_array(poses, msg.header, self.engine.skeleton.name)
-        self._pubs['poses'].publish(people)
+        people = conversions.poses_to_person_array(poses, msg.header, engine.skeleton.name)
+        pubs['poses'].publish(people)
         t3 = time.monotonic()
-        self._publish_extras(people, poses, image, msg.header)
-        stages = self.engine.timings
+        self._publish_extras(pubs, engine, people, poses, image, msg.header)
+        stages = engine.timings
         self._stats.record({'wait': 1e3 * (t0 - received), 'convert': 1e3 * (t1 - t0),
                             'preprocess': stages.preprocess_ms,
                             'inference': stages.inference_ms,
                             'postprocess': stages.postprocess_ms,
                             'publish': 1e3 * (t3 - t2), 'total': 1e3 * (t3 - received)})
 
-    def _publish_extras(self, people, poses, image, header):
+    def _publish_extras(self, pubs, engine, people, poses, image, header):
         """Publish markers, detections and the annotated image (each when enabled)."""
         p = self.params
         if p.publish_markers:
             style = MarkerStyle(p.marker_scale, p.marker_depth, p.marker_line_width,
                                 p.marker_joint_size, p.marker_keypoint_thr)
             size = (image.shape[1], image.shape[0])
-            self._pubs['markers'].publish(person_array_to_markers(people, size, style))
-        if p.publish_detections and 'detections' in self._pubs:
-            self._pubs['detections'].publish(conversions.poses_to_detections(poses, header))
-        annotated = self._pubs['image_annotated']
+            pubs['markers'].publish(person_array_to_markers(people, size, style))
+        if p.publish_detections and 'detections' in pubs:
+            pubs['detections'].publish(conversions.poses_to_detections(poses, header))
+        annotated = pubs['image_annotated']
         if p.publish_annotated_image and annotated.get_subscription_count() > 0:
-            drawn = draw_poses(image, poses, self.engine.skeleton, p.annotate_keypoint_thr)
+            drawn = draw_poses(image, poses, engine.skeleton, p.annotate_keypoint_thr)
             annotated.publish(bgr_to_image(drawn, header))
 
-    def _publish_diagnostics(self):
-        engine = self.engine
-        if engine is None:
+    # -- diagnostics -------------------------------------------------------------------------
+    def problems(self):
+        """[(level, message)] the operator must see beyond the frame counts."""
+        found = []
+        state = self.state_label()
+        if self.config_error and state in ('unconfigured', 'configuring'):
+            found.append((DiagnosticStatus.ERROR, self.config_error))
+        started = list(self._running.values())
+        if started:
+            stalled = time.monotonic() - min(started)
+            if stalled > self.params.inference_timeout_s:
+                found.append((DiagnosticStatus.ERROR,
+                              f'a frame has been running for {stalled:.1f} s (> '
+                              f'inference_timeout_s {self.params.inference_timeout_s:g} s): the '
+                              'backend may hang'))
+        if self._image_sub is not None:
+            clash = self._qos.problem(self._offered())
+            if clash:
+                found.append((DiagnosticStatus.WARN, clash))
+        return found
+
+    def publish_diagnostics(self):
+        """Publish one DiagnosticStatus (runs on the steady-clock timer, from construction on)."""
+        try:
+            msg = DiagnosticArray(status=[self._diagnostic_status()])
+        except Exception as err:  # noqa: BLE001 - never let diagnostics take the node down
+            self.get_logger().error(f'diagnostics failed: {err!r}', throttle_duration_sec=60.0)
             return
-        info = {'backend': engine.backend, 'precision': engine.precision,
-                'model': self.params.model, 'input_size': '%dx%d' % engine.input_size,
-                'image_topic': self._image_sub.topic_name if self._image_sub else ''}
-        status = diagnostic_status(f'{self.get_name()}: pose estimation', engine.backend,
-                                   self._image_sub is not None, self._stats.window(),
-                                   dict(self._stats.totals), info)
-        msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
-        self._pubs['diagnostics'].publish(msg)
+        self._diag_pub.publish(msg)
+
+    def _diagnostic_status(self):
+        engine, sub = self.engine, self._image_sub
+        info = {'state': self.state_label(), 'model': self.params.model,
+                'image_topic': sub.topic_name if sub is not None else '',
+                'image_qos_reliability': self._qos.current if sub is not None else ''}
+        hardware_id = 'none'
+        if engine is not None:
+            hardware_id = engine.hardware_id
+            info.update(backend=engine.backend, precision=engine.precision,
+                        input_size='%dx%d' % engine.input_size)
+        return diagnostic_status(f'{self.get_fully_qualified_name()}: pose estimation',
+                                 hardware_id, info['state'], self._stats.window(),
+                                 dict(self._stats.totals), info, self.problems())
 
     # -- parameters --------------------------------------------------------------------------
     def _on_set_parameters(self, params):
@@ -258,18 +497,27 @@ class PoseNode(LifecycleNode):
                 return SetParametersResult(successful=False, reason=reason)
         changes = {p.name: p.value for p in params if p.name in node_params.RUNTIME}
         self.params = self.params.updated(changes)
-        if self.engine is not None:
-            self.engine.score_thr = self.params.score_thr
-            self.engine.nms_thr = self.params.nms_thr
-            self.engine.max_persons = self.params.max_persons or None
+        engine = self.engine
+        if engine is not None:
+            engine.score_thr = self.params.score_thr
+            engine.nms_thr = self.params.nms_thr
+            engine.max_persons = self.params.max_persons or None
         later = [p.name for p in params if p.name not in node_params.RUNTIME]
+        startup = [name for name in later if name in node_params.STARTUP]
+        if startup:
+            self.get_logger().info(f'{", ".join(startup)} will apply at the next start')
+        later = [name for name in later if name not in node_params.STARTUP]
         if later:
             self.get_logger().info(f'{", ".join(later)} will apply at the next configure')
         return SetParametersResult(successful=True)
 
 
 def main(args=None):
-    """Run the node; with ``autostart:=true`` it configures and activates itself."""
+    """Run the node; with ``autostart:=true`` it configures and activates itself.
+
+    Returns 0 after Ctrl-C / SIGTERM, 1 when start-up is refused or when the autostart failed
+    with ``autostart_failure:=exit``.
+    """
     rclpy.init(args=args)
     try:
         node = PoseNode()
@@ -277,20 +525,29 @@ def main(args=None):
         rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {err}')
         rclpy.try_shutdown()
         return 1
-    executor = SingleThreadedExecutor()
+    # two threads: transitions (which may download or build for minutes) never stop the
+    # diagnostics timer, which has its own callback group
+    executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
-    if node.params.autostart:
-        if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            node.trigger_activate()
+    node.start()
+    code = 0
     try:
-        executor.spin()
+        executor.spin_until_future_complete(node.exit_requested)
+        if node.exit_requested.done():
+            code = node.exit_requested.result()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.release()
+        busy = node.busy
+        node._release_logged('exit')
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    if busy:
+        # a transition is still running in an executor thread (e.g. a download); the
+        # interpreter would wait for it at exit: leave now, everything we hold is released
+        print(f'[rtmo_pose] exiting during {busy}', flush=True)
+        os._exit(code)
+    return code
 
 
 if __name__ == '__main__':

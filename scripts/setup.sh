@@ -52,6 +52,15 @@ fi
 # the project's own packages, editable, for the console scripts and tests
 "${PIP[@]}" --no-deps --no-build-isolation -q -e .
 
+# The ROS 2 client tools PyPI lacks (ros2 launch, ros2 lifecycle, launch_testing, vision_msgs,
+# message_filters), for the launch tests: only without a distro (a distro has them) and only
+# where ../shared/ros-sources exists (our machines and CI); elsewhere those tests skip.
+ROS_SOURCES="${RTMO_ROS_SOURCES:-$ROOT/../shared/ros-sources}"
+if [ -z "${ROS_DISTRO:-}" ] && [ -f "$ROS_SOURCES/install.sh" ]; then
+  echo "[setup] ROS 2 client tools from $ROS_SOURCES (~4 min the first time)"
+  bash "$ROS_SOURCES/install.sh" "$VENV" "$ROOT/build/ros-sources"
+fi
+
 echo "[setup] colcon build (rtmo_msgs, rtmo_ros)"
 set +u
 # shellcheck disable=SC1091

@@ -18,7 +18,7 @@ from rtmo_ros.node_params import NodeParams
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = REPO / 'launch' / 'pose.launch.py'
 DOCUMENTED_ARGS = {'image_topic', 'model', 'backend', 'params_file', 'namespace', 'autostart',
-                   'use_rviz', 'use_sim_time'}
+                   'respawn', 'respawn_delay', 'use_rviz', 'use_sim_time'}
 
 
 def launch_arguments():
@@ -87,7 +87,9 @@ def test_declared_parameters_carry_description_and_range():
 
 
 @pytest.mark.parametrize('name,value,words', [
-    ('backend', 'cuda', 'auto, onnxruntime'), ('qos_reliability', 'maybe', 'best_effort'),
+    ('backend', 'cuda', 'auto, onnxruntime'), ('qos_reliability', 'maybe', 'auto, best_effort'),
+    ('image_transport', 'compresed', 'raw, compressed'),
+    ('autostart_failure', 'restart', 'retry, exit'),
     ('score_thr', 1.5, '[0.0, 1.0]'), ('qos_depth', 0, '[1, 100]')])
 def test_check_names_the_allowed_values(name, value, words):
     assert words in node_params.check(name, value)

@@ -73,6 +73,7 @@ class PoseEstimator:
         name, device, why = choose(backend, model_kind(path), device)
         LOG.info('rtmo: backend %s (%s)', name, why)
         self.backend_reason = why
+        self.device = device
         self.score_thr, self.nms_thr, self.max_persons = score_thr, nms_thr, max_persons
         self._backend = create_backend(name, path, device=device, precision=precision,
                                        cache_dir=cache_dir, num_threads=num_threads,
@@ -90,6 +91,19 @@ class PoseEstimator:
     def precision(self):
         """'fp16' or 'fp32', what the backend actually runs."""
         return self._live().precision
+
+    @property
+    def hardware_id(self):
+        """'<backend>:<device>', e.g. 'onnxruntime:cpu', 'tensorrt:cuda:0:<GPU name>'."""
+        backend = self._live()
+        gpu = getattr(getattr(backend, 'cuda', None), 'gpu_name', None)  # TensorRT
+        if gpu is not None:
+            from .backends.tensorrt_backend import device_index
+            return f'{backend.name}:cuda:{device_index(self.device)}:{gpu}'
+        device = str(getattr(backend, 'device', 'cpu'))
+        if device.startswith('cuda') and ':' not in device:
+            device += ':0'
+        return f'{backend.name}:{device}'
 
     @property
     def input_size(self):

@@ -25,6 +25,24 @@ class Poses:
     def __len__(self):
         return len(self.scores)
 
+    def check(self, num_keypoints):
+        """Raise ValueError unless the arrays have the shapes above and finite values.
+
+        Guards the consumers (messages, trackers) against a backend that returns NaN or the
+        wrong keypoint count (a user-supplied engine, a broken GPU driver).
+        """
+        n = len(self.scores)
+        shapes = {'boxes': (n, 4), 'scores': (n,), 'keypoints': (n, num_keypoints, 2),
+                  'keypoint_scores': (n, num_keypoints)}
+        for name, shape in shapes.items():
+            array = getattr(self, name)
+            if array.shape != shape:
+                raise ValueError(f'the backend returned {name} of shape {array.shape}, '
+                                 f'expected {shape}: the model does not match its skeleton')
+            if not np.isfinite(array).all():
+                raise ValueError(f'the backend returned non-finite {name} (NaN or inf); '
+                                 'check the model file and the device')
+
     @classmethod
     def empty(cls, num_keypoints):
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
