@@ -82,8 +82,8 @@ def diagnostic_status(name, hardware_id, state, window, totals, info, problems=(
     WARN when active but no image arrived in the window or some were invalid, ERROR when
     inference failed or a frame ran past the timeout. ``problems``: [(level, message)] found
     by the node (last configure error, a frame running too long, incompatible QoS); the most
-    severe of everything sets the level and the message. ``info``: extra {key: value}
-    (backend, model, ...) reported as they are.
+    severe of everything sets the level and the message (a problem before a count).
+    ``info``: extra {key: value} (backend, model, ...) reported as they are.
     """
     active = state == 'active'
     found = [(DiagnosticStatus.OK, 'running' if active else state)]
@@ -98,8 +98,8 @@ def diagnostic_status(name, hardware_id, state, window, totals, info, problems=(
                                               'inference_timeout_s'))
     found.extend(problems)
     level, message = found[0]
-    for lvl, text in found[1:]:
-        if lvl > level:
+    for lvl, text in found[1:]:  # the most severe; at equal level the later, more specific one
+        if lvl >= level:
             level, message = lvl, text
     values = {'input_rate_hz': f'{window.input_rate:.2f}',
               'output_rate_hz': f'{window.output_rate:.2f}',

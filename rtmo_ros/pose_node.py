@@ -28,6 +28,7 @@ from rcl_interfaces.msg import SetParametersResult
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -53,6 +54,7 @@ NODE_NAME = 'rtmo_pose'
 THROTTLE_S = 5.0  # at most one log line per cause every 5 s for per-frame problems
 STOP_TIMEOUT_S = 3.0  # deactivate/cleanup/shutdown wait this long for the frame in progress
 QOS_CHECK_PERIOD_S = 1.0  # how often qos_reliability auto looks at the image publishers
+EXIT_GRACE_S = 2.0  # autostart_failure exit: how long the last ERROR may wait for a reader
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      reliability=ReliabilityPolicy.RELIABLE)
 OUTPUT = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)  # matches every reader
@@ -232,12 +234,21 @@ class PoseNode(LifecycleNode):
             self.get_logger().fatal(f'autostart: {failed} failed and autostart_failure is '
                                     'exit: exiting with code 1 (launch respawn or systemd may '
                                     'restart the node)')
-            self.publish_diagnostics()
+            self._publish_last_words()
             self.exit_requested.set_result(1)
             return
         self.get_logger().warning(f'autostart: {failed} failed; next attempt in {delay:g} s '
                                   '(autostart_failure: retry)')
         self._autostart_after(delay, min(2.0 * delay, self.params.autostart_retry_max_s))
+
+    def _publish_last_words(self):
+        """Publish the ERROR status once, delivered: a node that fails within a second of
+        starting may not have matched the diagnostics aggregator yet."""
+        deadline = time.monotonic() + EXIT_GRACE_S
+        while self._diag_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.publish_diagnostics()
+        self._diag_pub.wait_for_all_acked(Duration(seconds=EXIT_GRACE_S))
 
     def state_label(self):
         """Label of the current lifecycle state ('unconfigured', 'configuring', 'active'...)."""

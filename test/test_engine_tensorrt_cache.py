@@ -106,3 +106,48 @@ def test_tensorrt_device_and_profile_rules():
 def test_onnx_input_shape_of_the_fixture(parity_dir):
     from rtmo_ros.engine.backends.tensorrt_backend import onnx_input_shape
     assert onnx_input_shape(parity_dir / 'rtmo-s_coco_seed1_mmdeploy.onnx') == [-1, 3, 640, 640]
+
+
+def unwritable_dir(tmp_path):
+    """A cache folder below a regular file: writing fails even for root (NotADirectoryError)."""
+    (tmp_path / 'file.txt').write_text('not a folder')
+    return tmp_path / 'file.txt' / 'engines'
+
+
+def test_unwritable_cache_store_fails_try_store_warns(tmp_path, caplog):
+    cache = EngineCache(unwritable_dir(tmp_path))
+    with pytest.raises(OSError):
+        cache.store('rtmo', key(), b'engine-bytes')
+    assert cache.try_store('rtmo', key(), b'engine-bytes') is None
+    assert 'running it from memory' in caplog.text and 'RTMO_HOME' in caplog.text
+    assert cache.lookup('rtmo', key()) is None
+    cache.discard('rtmo', key())  # nothing to remove, nothing raised
+    assert EngineCache(tmp_path / 'ok').try_store('rtmo', key(), b'e').read_bytes() == b'e'
+
+
+def fake_backend():
+    """Just enough of a TensorRTBackend for ``_engine_from_onnx``.
+
+    TensorRT itself cannot run here (not installed, no GPU): deserializing is a stand-in.
+    """
+    from types import SimpleNamespace
+    return SimpleNamespace(trt=SimpleNamespace(__version__='10.3.0'), logger=None,
+                           cuda=SimpleNamespace(gpu_name='Orin', capability=(8, 7)),
+                           precision='fp16', _deserialize=lambda data: ('engine', bytes(data)))
+
+
+@pytest.mark.parametrize('writable', [True, False])
+def test_built_engine_runs_even_when_the_cache_is_read_only(monkeypatch, tmp_path, writable):
+    from rtmo_ros.engine.backends import tensorrt_backend as trt_backend
+    built = []
+    monkeypatch.setattr(trt_backend, 'onnx_input_shape', lambda path: [1, 3, 64, 64])
+    monkeypatch.setattr(trt_backend, 'build_engine',
+                        lambda *args: built.append(args) or b'built-engine')
+    onnx = tmp_path / 'm.onnx'
+    onnx.write_bytes(b'graph')
+    cache = EngineCache(tmp_path / 'engines' if writable else unwritable_dir(tmp_path))
+    backend = fake_backend()
+    for _ in range(2):
+        engine = trt_backend.TensorRTBackend._engine_from_onnx(backend, onnx, cache)
+        assert engine == ('engine', b'built-engine')
+    assert len(built) == (1 if writable else 2)  # cached once, or built again each time

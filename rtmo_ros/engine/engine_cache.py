@@ -11,16 +11,14 @@ therefore has a JSON sidecar holding the full key and the engine's own sha256:
 the engine file's sha256 matches; anything else (stale, corrupt, truncated, mismatched) is a
 miss and the caller rebuilds. ``store`` writes the engine, then the sidecar, each to a
 temporary file renamed into place, so a crash never leaves a sidecar vouching for a partial
-engine.
+engine. ``try_store`` is ``store`` for a cache that may be read-only: a failure is a warning.
 """
 import hashlib
 import json
 import logging
-import os
 import pathlib
-import tempfile
 
-from .download import models_home, sha256_of
+from .download import atomic_write, models_home, sha256_of
 
 LOG = logging.getLogger(__name__)
 FORMAT = 1
@@ -43,22 +41,6 @@ def key_digest(key):
     """A short stable hash of a key (sorted-key JSON)."""
     text = json.dumps(key, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def atomic_write(path, data):
-    """Write bytes to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class EngineCache:
@@ -106,7 +88,24 @@ class EngineCache:
         atomic_write(sidecar, json.dumps(meta, indent=1, sort_keys=True).encode())
         return engine
 
+    def try_store(self, stem, key, engine_bytes):
+        """``store``, but a cache that cannot be written (read-only, full) only logs a warning.
+
+        Returns the engine path, or None when it was not stored: the caller runs the engine
+        from the bytes it has and builds it again next time.
+        """
+        try:
+            return self.store(stem, key, engine_bytes)
+        except OSError as err:
+            LOG.warning('rtmo: could not write the TensorRT engine to the cache %s (%s): '
+                        'running it from memory; it will be built again next time (set '
+                        'cache_dir or RTMO_HOME to a writable folder)', self.folder, err)
+            return None
+
     def discard(self, stem, key):
-        """Remove an engine (and its sidecar) that failed to deserialize."""
+        """Remove an engine (and its sidecar) that failed to deserialize (best effort)."""
         for path in self.paths(stem, key):
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as err:  # read-only cache: the rebuilt engine is not stored either
+                LOG.warning('rtmo: could not remove %s (%s)', path, err)

@@ -6,16 +6,25 @@ plus SDK json files) only for the four body7 models; for the others export an ON
 from the checkpoint with ``rtmo-export`` or run the checkpoint with ``backend='torch'``.
 
 Integrity: OpenMMLab checkpoint names end in ``-<8 hex>_<date>.pth`` where the 8 hex digits
-are the start of the file's sha256 (mmengine ``publish_model``). No full sha256 is published,
-so checkpoints are verified by that prefix only. The zip names reuse the checkpoint's prefix,
-which is not the zip's own hash: zips are verified by their CRCs (``zipfile.testzip``) and by
-the extracted graph parsing as ONNX (see ``download``).
+are the start of the file's sha256 (mmengine ``publish_model``). No full sha256 is published
+for any file, so ``ZooEntry.checkpoint_sha256`` and ``onnx_zip_sha256`` are None here (fill
+them in where a full hash becomes known; a download must then match it). Until then
+``download`` pins on first use: the full sha256 of the first verified download is recorded
+next to the file and every later resolve must match it. The zip names reuse the checkpoint's
+prefix, which is not the zip's own hash: a first zip download is checked by its CRCs and its
+member names and sizes (see ``download``), and the graph must then load in the backend.
 """
 from dataclasses import dataclass
+import os
 import pathlib
 import re
 
-BASE = 'https://download.openmmlab.com/mmpose/v1/projects/rtmo/'
+OFFICIAL_BASE = 'https://download.openmmlab.com/mmpose/v1/projects/rtmo/'
+# A fleet without internet access can serve the official files from its own server, laid out
+# like OFFICIAL_BASE: RTMO_ZOO_MIRROR=https://models.example.lan/rtmo/ (read at import). The
+# files are verified exactly as when fetched from OpenMMLab (https only, hash checks).
+BASE = (os.environ.get('RTMO_ZOO_MIRROR', '').rstrip('/') + '/'
+        if os.environ.get('RTMO_ZOO_MIRROR') else OFFICIAL_BASE)
 
 
 @dataclass(frozen=True)
@@ -24,7 +33,8 @@ class ZooEntry:
 
     ``input_size`` is (W, H) in pixels; ``dataset`` the training set; ``keypoints`` K with
     the layout of ``skeleton.py`` (17: COCO, 14: CrowdPose); ``onnx_url`` None when OpenMMLab
-    published no ONNX for it.
+    published no ONNX for it. ``checkpoint_sha256`` / ``onnx_zip_sha256``: full hex sha256 of
+    the official files where known (none is published: None, see the module docstring).
     """
 
     name: str
@@ -35,6 +45,8 @@ class ZooEntry:
     input_size: tuple
     checkpoint_url: str
     onnx_url: str = None
+    checkpoint_sha256: str = None
+    onnx_zip_sha256: str = None
 
     @property
     def checkpoint_sha256_prefix(self):

@@ -107,9 +107,10 @@ class TensorRTBackend(Backend):
             LOG.warning('rtmo: cached engine %s does not deserialize: rebuilding', cached)
             cache.discard(onnx_path.stem, key)
         data = build_engine(self.trt, self.logger, onnx_path, self.precision, profile)
-        stored = cache.store(onnx_path.stem, key, data)
-        LOG.info('rtmo: cached TensorRT engine in %s', stored)
-        return self._deserialize(stored.read_bytes())
+        stored = cache.try_store(onnx_path.stem, key, data)  # read-only cache: a warning
+        if stored is not None:
+            LOG.info('rtmo: cached TensorRT engine in %s', stored)
+        return self._deserialize(data)
 
     def infer(self, inputs):
         """Run the engine on (B, 3, H, W) float32; return [(dets, keypoints)] per image."""
