@@ -18,6 +18,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from rtmo_ros import image_conversion
 from rtmo_ros.engine.poses import Poses
+from rtmo_ros.image_conversion import ImageError
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
@@ -42,7 +43,8 @@ class Frame:
     frame_id: header frame id (the camera frame).
     msgtype:  ``sensor_msgs/msg/Image`` or ``sensor_msgs/msg/CompressedImage``.
     rawdata:  the serialized CDR message, as recorded (republished unchanged online).
-    message:  the deserialized rosbags message.
+    message:  the deserialized rosbags message (None when its CDR bytes cannot be read).
+    index:    position of the message on its topic, in recording order (0-based).
     """
 
     stamp_ns: int
@@ -51,10 +53,17 @@ class Frame:
     msgtype: str
     rawdata: bytes
     message: object
+    index: int = 0
 
-    def decode(self):
-        """Return the image as (H, W, 3) uint8 BGR."""
-        return image_to_bgr(self.message)
+    def decode(self, max_pixels=None):
+        """Return the image as (H, W, 3) uint8 BGR; raise ImageError when it is undecodable.
+
+        ``max_pixels``: the node's ``max_image_pixels`` cap when it is not the default.
+        """
+        if self.message is None:
+            raise ImageError(f'image at stamp {self.stamp_ns} ns: its serialized message '
+                             'cannot be read; the recording is corrupt')
+        return image_to_bgr(self.message, max_pixels)
 
 
 def msg_dir():
@@ -133,13 +142,43 @@ def choose_topic(reader, topic=None):
 
 
 def read_frames(reader, topic):
-    """Yield every :class:`Frame` of ``topic`` in recording order."""
+    """Yield every :class:`Frame` of ``topic`` in recording order.
+
+    A message whose CDR bytes do not deserialize is still yielded (``message`` None, stamp read
+    from the raw header when possible, else -1): its :meth:`Frame.decode` raises ImageError, so
+    it is skipped and counted like any undecodable image.
+    """
     store = typestore()
     connections = [c for c in reader.connections if c.topic == topic]
-    for connection, log_ns, rawdata in reader.messages(connections=connections):
-        msg = store.deserialize_cdr(rawdata, connection.msgtype)
+    messages = reader.messages(connections=connections)
+    for index, (connection, log_ns, rawdata) in enumerate(messages):
+        try:
+            msg = store.deserialize_cdr(rawdata, connection.msgtype)
+        except Exception:  # noqa: BLE001 - rosbags raises several types for corrupt CDR
+            yield Frame(_raw_stamp(rawdata), int(log_ns), '', connection.msgtype,
+                        bytes(rawdata), None, index)
+            continue
         yield Frame(stamp_ns(msg.header), int(log_ns), msg.header.frame_id, connection.msgtype,
-                    bytes(rawdata), msg)
+                    bytes(rawdata), msg, index)
+
+
+def read_raw(reader, topic):
+    """Yield (index, log_ns, header stamp ns, CDR bytes) of ``topic``, without deserializing.
+
+    Same order and indices as :func:`read_frames`; the online replay publishes these bytes.
+    """
+    connections = [c for c in reader.connections if c.topic == topic]
+    messages = reader.messages(connections=connections)
+    for index, (_, log_ns, rawdata) in enumerate(messages):
+        yield index, int(log_ns), _raw_stamp(rawdata), bytes(rawdata)
+
+
+def _raw_stamp(rawdata):
+    """cdr_stamp, or -1 for a message too short to hold a header."""
+    try:
+        return cdr_stamp(rawdata)
+    except (struct.error, IndexError):
+        return -1
 
 
 def cdr_stamp(rawdata):
@@ -155,8 +194,7 @@ def cdr_stamp(rawdata):
 
 def read_stamps(reader, topic):
     """Return the header stamps [ns] of ``topic`` in bag order, without decoding the images."""
-    connections = [c for c in reader.connections if c.topic == topic]
-    return [cdr_stamp(raw) for _, _, raw in reader.messages(connections=connections)]
+    return [stamp for _, _, stamp, _ in read_raw(reader, topic)]
 
 
 def count_messages(reader, topic):
@@ -165,18 +203,21 @@ def count_messages(reader, topic):
 
 
 # -- images --------------------------------------------------------------------------------------
-def image_to_bgr(msg):
+def image_to_bgr(msg, max_pixels=None):
     """Decode a rosbags ``Image`` or ``CompressedImage`` into (H, W, 3) uint8 BGR.
 
     The node's own conversion (:mod:`rtmo_ros.image_conversion`) does the work: rosbags
-    messages carry the same fields as rclpy's, so a bag is decoded exactly as the node would.
+    messages carry the same fields as rclpy's, so a bag is decoded exactly as the node would,
+    and an image the node would skip raises the node's ImageError (message prefixed with the
+    stamp). ``max_pixels``: size cap (the node's ``max_image_pixels``); None keeps the default.
     """
+    convert = (image_conversion.compressed_to_bgr if hasattr(msg, 'format')
+               else image_conversion.image_to_bgr)
+    kwargs = {} if max_pixels is None else {'max_pixels': int(max_pixels)}
     try:
-        if hasattr(msg, 'format'):
-            return image_conversion.compressed_to_bgr(msg)
-        return image_conversion.image_to_bgr(msg)
-    except image_conversion.ImageError as exc:
-        raise BagError(f'image at stamp {stamp_ns(msg.header)} ns: {exc}') from None
+        return convert(msg, **kwargs)
+    except ImageError as exc:
+        raise ImageError(f'image at stamp {stamp_ns(msg.header)} ns: {exc}') from None
 
 
 def bgr_to_image_msg(image_bgr, ns, frame_id):

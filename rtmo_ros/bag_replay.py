@@ -1,13 +1,24 @@
 """Online replay: publish a bag's images into a running ``rtmo_pose`` node and record its poses.
 
 The node runs as its own process (``python -m rtmo_ros.pose_node``) in a private namespace,
-exactly as on a robot, so what is measured includes DDS transport, the node's newest-frame
-policy (frames arriving while the model is busy are dropped) and its real processing time.
+exactly as on a robot, so what is measured includes DDS transport and the node's real
+processing. One node process serves two passes over the bag:
+
+1. lock-step (accuracy): each frame is published when the node's PersonArray for the previous
+   one has arrived, so no frame is dropped however slow the machine; a frame whose answer does
+   not come within ``frame_timeout`` s counts as a miss and the pass goes on. Its AP depends on
+   the model only, not on the CPU.
+2. real time: the frames are published at their recorded spacing divided by ``rate``; frames
+   arriving while the model is busy are dropped by the node (newest-frame policy), as on the
+   robot. Drops, latency and the AP with drops as misses describe the machine.
+
 Latency of a frame = time this process received the node's ``PersonArray`` minus the time it
-published the image with the same header stamp (one monotonic clock, one process).
+published the image with the same header stamp (one monotonic clock, one process). Images that
+do not decode (``rtmo_ros.image_conversion.ImageError``, what makes the node skip them) are not
+published; a repeated header stamp is one frame (the node answers per stamp).
 """
-import collections
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -17,7 +28,8 @@ from tqdm import tqdm
 
 from rtmo_ros import bag_io
 from rtmo_ros.bag_io import BagError
-from rtmo_ros.bag_report import RunResult
+from rtmo_ros.bag_report import RunResult, temporary_name
+from rtmo_ros.image_conversion import ImageError
 
 # Model loading (ONNX Runtime session, or a TensorRT engine build) happens before the node
 # subscribes; a TensorRT build of a large model can take minutes.
@@ -25,6 +37,11 @@ READY_TIMEOUT_S = 300.0
 # After the last image: the node always processes the newest frame, so its answer ends the run;
 # this bounds the wait when that answer never comes (node died, frame lost).
 DRAIN_TIMEOUT_S = 15.0
+# Lock-step: the longest wait for the answer to one frame before it counts as a miss. It only
+# bounds a lost answer (node busy elsewhere, message lost): raise it for a model that needs
+# seconds per frame, or the pass would count its slow frames as misses.
+FRAME_TIMEOUT_S = 10.0
+ALIVE_CHECK_S = 0.5  # how often a wait looks whether the node process is still running
 
 
 class NodeProcess:
@@ -43,8 +60,10 @@ class NodeProcess:
             args += ['-p', f'{name}:={value}']
         for item in extra_params:
             args += ['-p', item]
-        self.log_path = log_path
-        self._log = open(log_path, 'wb')  # noqa: SIM115 - closed in stop()
+        # the log is written under a temporary name and renamed onto log_path by stop()
+        self.log_path = pathlib.Path(log_path)
+        self._live_log = temporary_name(self.log_path)
+        self._log = open(self._live_log, 'wb')  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
 
     def check_alive(self):
@@ -57,7 +76,10 @@ class NodeProcess:
                            f'{tail}); check --model/--backend and the log')
 
     def log_tail(self, lines=3):
-        with open(self.log_path, 'rb') as log:
+        path = self.log_path if self._log.closed else self._live_log
+        if not self._log.closed:
+            self._log.flush()
+        with open(path, 'rb') as log:
             text = log.read().decode(errors='replace').strip().splitlines()
         return ' | '.join(text[-lines:]) or 'empty'
 
@@ -70,7 +92,9 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
+            os.replace(self._live_log, self.log_path)
 
 
 class PoseRecorder:
@@ -95,8 +119,9 @@ class PoseRecorder:
         image_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.publisher = self.node.create_publisher(
             CompressedImage if compressed else Image, self.image_topic, image_qos)
-        self.sent_ns = {}       # header stamp -> monotonic ns at publish
-        self.received = []      # (monotonic ns, wall-clock ns, CDR bytes) per PersonArray
+        self.sent_ns = {}       # header stamp -> monotonic ns at its first publish
+        self.received = []      # (stamp ns, monotonic ns, wall-clock ns, CDR bytes)
+        self.answered = set()   # header stamps of the PersonArrays received
         self.subscription = None
         self.skeleton_info = None
         self._latch_skeleton(namespace)
@@ -142,16 +167,38 @@ class PoseRecorder:
             self.executor.spin_once(timeout_sec=0.05)
 
     def _on_poses(self, rawdata):
-        self.received.append((time.monotonic_ns(), time.time_ns(), bytes(rawdata)))
+        raw = bytes(rawdata)
+        stamp = bag_io.cdr_stamp(raw)
+        self.received.append((stamp, time.monotonic_ns(), time.time_ns(), raw))
+        self.answered.add(stamp)
+
+    def reset(self):
+        """Forget what was sent and received (a new pass starts)."""
+        self.sent_ns, self.received, self.answered = {}, [], set()
+
+    def wait_for(self, stamps, timeout, node_process):
+        """Spin until every stamp of ``stamps`` has an answer; False after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        next_check = 0.0
+        while not self.answered.issuperset(stamps):
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            if now >= next_check:
+                node_process.check_alive()
+                next_check = now + ALIVE_CHECK_S
+            self.executor.spin_once(timeout_sec=min(0.05, deadline - now))
+        return True
 
     def spin_until(self, deadline_ns):
         """Process callbacks until the monotonic clock reaches ``deadline_ns``."""
         while (left := deadline_ns - time.monotonic_ns()) > 0:
             self.executor.spin_once(timeout_sec=left / 1e9)
 
-    def publish(self, frame):
-        self.sent_ns.setdefault(frame.stamp_ns, time.monotonic_ns())
-        self.publisher.publish(frame.rawdata)
+    def publish(self, stamp, rawdata):
+        """Publish the serialized image ``rawdata`` whose header stamp is ``stamp``."""
+        self.sent_ns.setdefault(stamp, time.monotonic_ns())
+        self.publisher.publish(rawdata)
 
     def close(self):
         self.executor.shutdown()
@@ -160,14 +207,18 @@ class PoseRecorder:
 
 
 def replay_online(reader, topic, model, backend='auto', rate=1.0, log_path='node.log',
-                  score_thr=0.1, node_params=(), progress=True):
-    """Replay ``topic`` of an open bag into a fresh pose node; return a :class:`RunResult`.
+                  score_thr=0.1, node_params=(), progress=True,
+                  frame_timeout=FRAME_TIMEOUT_S):
+    """Run the lock-step and the real-time pass of ``topic`` through one fresh pose node.
 
-    Frames are published at their recorded spacing (the bag's receive timestamps) divided by
-    ``rate``. ``node_params``: extra ``name:=value`` parameters for the node.
+    Returns (lock-step :class:`RunResult`, real-time :class:`RunResult`). The real-time pass
+    publishes at the recorded spacing (the bag's receive timestamps) divided by ``rate``.
+    ``node_params``: extra ``name:=value`` parameters for the node.
     """
     if rate <= 0:
         raise BagError(f'--rate must be > 0 (a replay speed multiplier), got {rate}')
+    if frame_timeout <= 0:
+        raise BagError(f'--frame-timeout must be > 0 s, got {frame_timeout}')
     msgtype = bag_io.image_topics(reader)[topic]
     transport = 'compressed' if msgtype == bag_io.COMPRESSED else 'raw'
     namespace = f'/rtmo_bag_eval_{os.getpid()}'
@@ -176,62 +227,113 @@ def replay_online(reader, topic, model, backend='auto', rate=1.0, log_path='node
     try:
         recorder = PoseRecorder(namespace, msgtype)
         recorder.wait_ready(node)
-        start = time.monotonic()
-        stamps = _publish_all(recorder, node, reader, topic, rate, progress)
-        _drain(recorder, node, stamps[-1] if stamps else None)
-        wall_s = time.monotonic() - start
+        lockstep, skip = run_lockstep(recorder, node, reader, topic, frame_timeout,
+                                      node_max_pixels(node_params), progress)
+        realtime = run_realtime(recorder, node, reader, topic, rate, skip, progress)
+        realtime.invalid, realtime.duplicates = lockstep.invalid, lockstep.duplicates
     finally:
         if recorder is not None:
             recorder.close()
         node.stop()
-    return _collect(recorder, stamps, wall_s)
+    return lockstep, realtime
 
 
-def _publish_all(recorder, node, reader, topic, rate, progress):
-    """Publish every frame at its recorded time / rate; return the stamps in bag order."""
-    stamps, first_log, t0 = [], None, time.monotonic_ns()
+def node_max_pixels(node_params):
+    """Return the ``max_image_pixels`` set in ``node_params``, or None (the default).
+
+    The replay decodes with the same cap, so it skips exactly the frames the node skips.
+    """
+    for item in node_params:
+        name, _, value = item.partition(':=')
+        if name.strip() == 'max_image_pixels':
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def run_lockstep(recorder, node, reader, topic, frame_timeout=FRAME_TIMEOUT_S,
+                 max_pixels=None, progress=True):
+    """Send every frame when the previous answer has arrived; return (RunResult, skip).
+
+    Undecodable images are not sent (``skip``: their message indices, for the real-time
+    pass); a repeated stamp is sent once. A frame unanswered after ``frame_timeout`` s is a
+    miss (in ``timed_out``; an answer arriving later is ignored).
+    """
+    recorder.reset()
+    stamps, invalid, skip, duplicates, timed_out = [], [], set(), 0, []
+    start = time.monotonic()
     total = bag_io.count_messages(reader, topic)
     frames = bag_io.read_frames(reader, topic)
-    for frame in tqdm(frames, total=total, unit='frame', desc='replay', disable=not progress):
-        first_log = frame.log_ns if first_log is None else first_log
-        recorder.spin_until(t0 + int((frame.log_ns - first_log) / rate))
-        recorder.publish(frame)
+    for frame in tqdm(frames, total=total, unit='frame', desc='lock-step',
+                      disable=not progress):
+        try:
+            frame.decode(max_pixels)
+        except ImageError:
+            invalid.append(frame.stamp_ns)
+            skip.add(frame.index)
+            continue
+        if frame.stamp_ns in recorder.sent_ns:
+            duplicates += 1
+            continue
         stamps.append(frame.stamp_ns)
+        recorder.publish(frame.stamp_ns, frame.rawdata)
+        if not recorder.wait_for([frame.stamp_ns], frame_timeout, node):
+            timed_out.append(frame.stamp_ns)
+    wall_s = time.monotonic() - start
+    if timed_out:  # let the node finish what it still holds before the real-time pass
+        recorder.wait_for(timed_out, frame_timeout, node)
+    result = _collect(recorder, stamps, wall_s, exclude=set(timed_out))
+    result.invalid, result.duplicates, result.timed_out = invalid, duplicates, timed_out
+    return result, skip
+
+
+def run_realtime(recorder, node, reader, topic, rate=1.0, skip=(), progress=True):
+    """Publish every frame (but ``skip``) at its recorded time / rate; return a RunResult."""
+    recorder.reset()
+    stamps, first_log, last = {}, None, None
+    total = bag_io.count_messages(reader, topic)
+    start, t0 = time.monotonic(), time.monotonic_ns()
+    messages = bag_io.read_raw(reader, topic)
+    for index, log_ns, stamp, rawdata in tqdm(messages, total=total, unit='frame',
+                                              desc='real time', disable=not progress):
+        if index in skip:
+            continue
+        first_log = log_ns if first_log is None else first_log
+        recorder.spin_until(t0 + int((log_ns - first_log) / rate))
+        recorder.publish(stamp, rawdata)
+        stamps.setdefault(stamp)
+        last = stamp
         if len(stamps) % 30 == 0:
             node.check_alive()
-    return stamps
+    if last is not None:  # the newest frame is never dropped: its answer ends the pass
+        recorder.wait_for([last], DRAIN_TIMEOUT_S, node)
+        recorder.spin_until(time.monotonic_ns() + 200_000_000)  # late repeats
+    return _collect(recorder, list(stamps), time.monotonic() - start)
 
 
-def _drain(recorder, node, last_stamp):
-    """Wait for the answer to the last frame (or DRAIN_TIMEOUT_S), then a short grace."""
-    if last_stamp is None:
-        return
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    done = False
-    while not done and time.monotonic() < deadline:
-        recorder.executor.spin_once(timeout_sec=0.1)
-        done = any(bag_io.cdr_stamp(raw) == last_stamp for _, _, raw in recorder.received[-5:])
-        if not done:
-            node.check_alive()
-    recorder.spin_until(time.monotonic_ns() + 200_000_000)
+def _collect(recorder, stamps, wall_s, exclude=()):
+    """Turn what the recorder saw in this pass into a RunResult (matched by header stamp).
 
-
-def _collect(recorder, stamps, wall_s):
-    """Turn what the recorder saw into a RunResult (latency matched by header stamp)."""
+    Answers to stamps this pass did not send, answers older than the stamp's publication
+    (left over from the previous pass) and answers to ``exclude`` stamps are left out.
+    """
     store = bag_io.typestore()
     poses, latency, arrays = {}, {}, []
-    skeleton, counts = None, collections.Counter()
-    for mono_ns, wall_ns, raw in recorder.received:
-        msg = store.deserialize_cdr(raw, bag_io.PERSON_ARRAY)
-        stamp = bag_io.stamp_ns(msg.header)
+    skeleton = None
+    for stamp, mono_ns, wall_ns, raw in recorder.received:
+        sent = recorder.sent_ns.get(stamp)
+        if sent is None or mono_ns < sent or stamp in exclude:
+            continue
         arrays.append((wall_ns, raw))
-        counts[stamp] += 1
-        if stamp not in recorder.sent_ns or stamp in poses:
-            continue  # not ours, or a repeat: the first answer counts
+        if stamp in poses:
+            continue  # a repeated stamp: the first answer counts
+        msg = store.deserialize_cdr(raw, bag_io.PERSON_ARRAY)
         skeleton = msg.skeleton
         num_keypoints = len(msg.persons[0].keypoints) if msg.persons else 17
         poses[stamp] = bag_io.person_array_to_poses(msg, num_keypoints)
-        latency[stamp] = (mono_ns - recorder.sent_ns[stamp]) / 1e6
+        latency[stamp] = (mono_ns - sent) / 1e6
     info = recorder.skeleton_info
     return RunResult(stamps=stamps, poses=poses, latency_ms=latency, person_arrays=arrays,
                      skeleton=skeleton or (info.skeleton if info else 'coco17'), wall_s=wall_s,

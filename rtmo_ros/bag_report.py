@@ -4,14 +4,23 @@ Ground-truth convention: a COCO keypoint JSON whose ``images[i]`` carry the head
 their image message as an integer ``stamp_ns`` (``sec * 10**9 + nanosec``). A file without
 ``stamp_ns`` may instead name its images ``<sec>_<nanosec>`` (both integers, any extension,
 e.g. ``1700000000_033333333.png``). Only the images whose stamp is on the replayed topic are
-evaluated (written to ``gt.json``); a frame the node dropped stays in the evaluation with no
-prediction, so drops cost recall as they would on the robot.
+evaluated (written to ``gt.json``); a frame without an answer (dropped by the node, timed
+out, or undecodable) stays in the evaluation with no prediction, so it costs recall as it would
+on the robot.
+
+Counting: ``frames`` are the distinct header stamps of the decodable images (the node answers
+per stamp, so a repeated stamp is one frame, counted in ``duplicate_stamps``); undecodable images
+are skipped as the node skips them and counted in ``invalid``. Every file is written to a
+temporary name and renamed into place, so a reader never sees half a file.
 """
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 import json
 import math
+import os
 import pathlib
 import re
+import shutil
 from typing import Optional
 
 import numpy as np
@@ -111,16 +120,20 @@ def _fmt(value, digits=3):
 # -- the run and its report ----------------------------------------------------------------------
 @dataclass
 class RunResult:
-    """What one replay produced (the input of the report).
+    """What one pass over the bag produced (the input of the report).
 
-    stamps:        header stamp [ns] of every image on the topic, in bag order.
-    poses:         {stamp_ns: Poses} of the frames that got an answer (missing = dropped).
+    stamps:        distinct header stamps [ns] of the decodable images, in bag order.
+    poses:         {stamp_ns: Poses} of the frames that got an answer (missing = no answer).
     latency_ms:    {stamp_ns: ms}; offline: engine time (pre + inference + post);
                    online: PersonArray received - image published.
     person_arrays: [(log time ns, CDR bytes)] of every PersonArray, for ``poses_bag/``.
     skeleton:      skeleton name carried by the PersonArrays.
-    wall_s:        wall-clock duration of the run [s].
+    wall_s:        wall-clock duration of the pass [s].
     backend:       inference backend that ran, when known.
+    invalid:       header stamps [ns] of the undecodable images (skipped, not in ``stamps``;
+                   -1 where even the stamp is unreadable).
+    duplicates:    decodable images whose stamp repeats an earlier one (not in ``stamps``).
+    timed_out:     lock-step only: stamps whose answer did not arrive within the frame timeout.
     """
 
     stamps: list
@@ -130,24 +143,48 @@ class RunResult:
     skeleton: str = 'coco17'
     wall_s: float = 0.0
     backend: Optional[str] = None
+    invalid: list = field(default_factory=list)
+    duplicates: int = 0
+    timed_out: Optional[list] = None
+
+
+def pass_counts(result):
+    """Frames, answers, drops, latency and throughput of one pass (a dict for report.json)."""
+    frames = list(dict.fromkeys(result.stamps))
+    answered = [s for s in frames if s in result.poses]
+    counts = [len(result.poses[s]) for s in answered]
+    return {
+        'frames': len(frames), 'processed': len(answered),
+        'dropped': len(frames) - len(answered),
+        'drop_rate': (len(frames) - len(answered)) / len(frames) if frames else 0.0,
+        'latency_ms': latency_stats(result.latency_ms.get(s) for s in answered),
+        'persons_per_frame': float(np.mean(counts)) if counts else 0.0,
+        'wall_s': result.wall_s,
+        'output_fps': len(answered) / result.wall_s if result.wall_s > 0 else None,
+    }
 
 
 def summary(result, evaluation, meta):
     """Return the report.json dict: ``meta`` (mode, model, ...) + counts, latency and AP."""
-    frames = len(result.stamps)
-    answered = sum(1 for s in set(result.stamps) if s in result.poses)
-    counts = [len(result.poses[s]) for s in result.stamps if s in result.poses]
-    span_s = (max(result.stamps) - min(result.stamps)) / 1e9 if frames > 1 else 0.0
+    frames = list(dict.fromkeys(result.stamps))
+    duplicates = result.duplicates + len(result.stamps) - len(frames)
+    span_s = (max(frames) - min(frames)) / 1e9 if len(frames) > 1 else 0.0
     report = dict(meta)
-    report.update({
-        'frames': frames, 'processed': answered, 'dropped': frames - answered,
-        'drop_rate': (frames - answered) / frames if frames else 0.0,
-        'latency_ms': latency_stats(result.latency_ms.get(s) for s in result.poses),
-        'persons_per_frame': float(np.mean(counts)) if counts else 0.0,
-        'bag_duration_s': span_s, 'wall_s': result.wall_s,
-        'output_fps': answered / result.wall_s if result.wall_s > 0 else None,
-        'skeleton': result.skeleton, 'backend': result.backend or meta.get('backend'),
-    })
+    report.update({'messages': len(frames) + duplicates + len(result.invalid),
+                   'invalid': len(result.invalid), 'duplicate_stamps': duplicates})
+    report.update(pass_counts(result))
+    if result.timed_out is not None:
+        report['timed_out'] = len(result.timed_out)
+    report.update({'bag_duration_s': span_s, 'skeleton': result.skeleton,
+                   'backend': result.backend or meta.get('backend')})
+    report.update(evaluation or {'ap': None, 'ar': None})
+    return report
+
+
+def realtime_summary(result, evaluation, rate):
+    """The ``realtime`` entry of report.json: the pass at the bag's rate times ``rate``."""
+    report = {'rate': rate}
+    report.update(pass_counts(result))
     report.update(evaluation or {'ap': None, 'ar': None})
     return report
 
@@ -161,24 +198,40 @@ def _figure():
     return plt, fig, ax
 
 
-def plot_latency(path, latencies_ms, mode):
-    """Histogram of per-frame latency with the p50 and p95 marked."""
+def plot_latency(path, series, mode):
+    """Histogram of per-frame latency; ``series``: {label: [ms]}, p50 and p95 of the last one.
+
+    Online, the series are the lock-step pass (one frame in flight) and the real-time pass.
+    """
     plt, fig, ax = _figure()
-    values = [v for v in latencies_ms if v is not None]
-    if values:
-        ax.hist(values, bins=min(40, max(5, len(values) // 2)), color='tab:blue')
+    shown = {label: [v for v in values if v is not None] for label, values in series.items()}
+    shown = {label: values for label, values in shown.items() if values}
+    for (label, values), colour in zip(shown.items(), ('tab:blue', 'tab:orange')):
+        ax.hist(values, bins=min(40, max(5, len(values) // 2)), color=colour, alpha=0.6,
+                label=label)
+    if shown:
+        label, last = list(shown.items())[-1]
         for q, style in ((50, '--'), (95, ':')):
-            ax.axvline(np.percentile(values, q), color='k', linestyle=style, label=f'p{q}')
+            ax.axvline(np.percentile(last, q), color='k', linestyle=style,
+                       label=f'p{q}' + (f' ({label})' if len(shown) > 1 else ''))
         ax.legend()
     what = 'image published -> poses received' if mode == 'online' else 'engine time'
     ax.set(xlabel=f'latency [ms] ({what})', ylabel='frames', title='Latency per frame')
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
 
 
-def plot_persons(path, result, gt_counts=None):
-    """Persons per frame over the bag's time (header stamps), dropped frames marked."""
+def _save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=pathlib.Path(path).suffix.lstrip('.') or 'png')
+
+
+def plot_persons(path, result, gt_counts=None, realtime=None):
+    """Persons per frame over the bag's time (header stamps), frames without an answer marked.
+
+    With ``realtime`` (online), the frames that pass dropped are marked as well.
+    """
     plt, fig, ax = _figure()
     t0 = min(result.stamps) if result.stamps else 0
     done = [s for s in result.stamps if s in result.poses]
@@ -188,14 +241,20 @@ def plot_persons(path, result, gt_counts=None):
         stamps = sorted(gt_counts)
         ax.plot([(s - t0) / 1e9 for s in stamps], [gt_counts[s] for s in stamps], '-',
                 color='tab:green', alpha=0.7, label='ground truth')
-    dropped = [(s - t0) / 1e9 for s in result.stamps if s not in result.poses]
-    if dropped:
-        ax.plot(dropped, [0] * len(dropped), '|', color='tab:red', markersize=10,
-                label=f'dropped ({len(dropped)})')
+    missed = [(s - t0) / 1e9 for s in result.stamps if s not in result.poses]
+    if missed:
+        what = 'timed out' if result.timed_out is not None else 'dropped'
+        ax.plot(missed, [0] * len(missed), '|', color='tab:red', markersize=10,
+                label=f'{what} ({len(missed)})')
+    if realtime is not None:
+        dropped = [(s - t0) / 1e9 for s in realtime.stamps if s not in realtime.poses]
+        if dropped:
+            ax.plot(dropped, [-0.1] * len(dropped), '|', color='tab:orange', markersize=10,
+                    label=f'dropped in real time ({len(dropped)})')
     ax.set(xlabel='time [s] (image header stamp)', ylabel='persons', title='Persons per frame')
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -220,41 +279,140 @@ def plot_precision_recall(path, precision):
            title='Precision / recall (COCO keypoints, area all, maxDets 20)')
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
 
 
 # -- files ---------------------------------------------------------------------------------------
 PLOTS = {'latency': 'latency_hist.png', 'persons': 'persons_over_time.png',
          'precision_recall': 'precision_recall.png'}
+# Every name a run may write into its output folder; a new run removes them all first, so the
+# files of an earlier run (e.g. its predictions when this one has no ground truth) never mix in.
+OUTPUTS = ('report.json', 'report.md', 'predictions.json', 'predictions_realtime.json',
+           'gt.json', *PLOTS.values(), 'poses_bag', 'node.log')
+_TMP = '.tmp-'  # temporary names: '.<name>.tmp-<pid><suffix>', renamed onto <name>
+
+
+def temporary_name(path):
+    """Hidden sibling of ``path`` that a run writes first and renames onto ``path``."""
+    path = pathlib.Path(path)
+    return path.with_name(f'.{path.name}{_TMP}{os.getpid()}{path.suffix}')
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path to write; on success rename it onto ``path`` (os.replace).
+
+    A file is replaced atomically; a folder (a bag) replaces an earlier one that is removed
+    just before. On failure the temporary file or folder is removed and ``path`` is untouched.
+    """
+    path, tmp = pathlib.Path(path), temporary_name(path)
+    _remove(tmp)
+    try:
+        yield tmp
+        if tmp.is_dir() and path.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+
+
+def _remove(path):
+    path = pathlib.Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def clear_outputs(out, names=OUTPUTS, keep=()):
+    """Remove an earlier run's ``names`` (and their temporary files) from the folder ``out``.
+
+    ``keep``: paths never removed (the input bag and ground truth, when they live in ``out``).
+    A ``poses_bag`` folder that is not a rosbag2 is left alone and reported (not ours).
+    """
+    out = pathlib.Path(out)
+    if not out.is_dir():
+        return
+    keep = [pathlib.Path(k).resolve() for k in keep]
+    old_bag = out / 'poses_bag'
+    if 'poses_bag' in names and old_bag.is_dir() and not (old_bag / 'metadata.yaml').is_file():
+        raise BagError(f'{old_bag} exists and is not a bag from an earlier run; remove it or '
+                       'choose another --out')
+    stale = [out / name for name in names]
+    stale += [p for p in out.iterdir()
+              if p.name.startswith('.') and _TMP in p.name
+              and p.name[1:].split(_TMP)[0] in names]
+    for path in stale:
+        resolved = path.resolve()
+        if any(k == resolved or resolved in k.parents for k in keep):
+            continue
+        _remove(path)
+
+
+def _passes(report):
+    """Markdown rows of the counts and latency of the run (both passes when online)."""
+    lat = report['latency_ms']
+    counts = (f"{report['frames']} / {report['processed']} / {report['dropped']} "
+              f"({100 * report['drop_rate']:.1f} %)")
+    rows = [('image messages / undecodable (skipped) / repeated stamps',
+             f"{report.get('messages', report['frames'])} / {report.get('invalid', 0)} / "
+             f"{report.get('duplicate_stamps', 0)}")]
+    realtime = report.get('realtime')
+    if realtime is None:
+        rows += [('frames / processed / dropped', counts),
+                 ('latency p50 / p95 / max [ms]',
+                  f"{_fmt(lat['p50'], 1)} / {_fmt(lat['p95'], 1)} / {_fmt(lat['max'], 1)}")]
+        return rows
+    rt_lat = realtime['latency_ms']
+    rows += [('lock-step (every frame): frames / answered / timed out',
+              f"{report['frames']} / {report['processed']} / {report.get('timed_out', 0)}"),
+             ('lock-step latency p50 / p95 / max [ms] (one frame in flight)',
+              f"{_fmt(lat['p50'], 1)} / {_fmt(lat['p95'], 1)} / {_fmt(lat['max'], 1)}"),
+             (f"real time (x{realtime['rate']:g}): frames / processed / dropped",
+              f"{realtime['frames']} / {realtime['processed']} / {realtime['dropped']} "
+              f"({100 * realtime['drop_rate']:.1f} %)"),
+             ('real-time latency p50 / p95 / max [ms]',
+              f"{_fmt(rt_lat['p50'], 1)} / {_fmt(rt_lat['p95'], 1)} / {_fmt(rt_lat['max'], 1)}")]
+    return rows
 
 
 def markdown(report):
     """Return report.md text for a report.json dict."""
-    lat = report['latency_ms']
+    online = report.get('mode') == 'online'
+    realtime = report.get('realtime')
     rows = [('bag', f"`{report.get('bag')}` topic `{report.get('topic')}`"),
-            ('mode', str(report.get('mode')) + (f" (rate x{report.get('rate', 1.0):g})"
-                                                if report.get('mode') == 'online' else '')),
-            ('model / backend', f"`{report.get('model')}` / {report.get('backend')}"),
-            ('frames / processed / dropped',
-             f"{report['frames']} / {report['processed']} / {report['dropped']} "
-             f"({100 * report['drop_rate']:.1f} %)"),
-            ('latency p50 / p95 / max [ms]',
-             f"{_fmt(lat['p50'], 1)} / {_fmt(lat['p95'], 1)} / {_fmt(lat['max'], 1)}"),
-            ('persons per frame (mean)', _fmt(report['persons_per_frame'], 2))]
+            ('mode', str(report.get('mode')) + (f" (rate x{report.get('rate') or 1.0:g})"
+                                                if online else '')),
+            ('model / backend', f"`{report.get('model')}` / {report.get('backend')}")]
+    rows += _passes(report)
+    rows.append(('persons per frame (mean)', _fmt(report['persons_per_frame'], 2)))
+    every = ' (every frame, lock-step)' if realtime is not None else ''
     if report.get('ap') is not None:
-        rows += [('AP / AP50 / AP75', f"{_fmt(report['ap'])} / {_fmt(report.get('ap50'))} / "
-                                      f"{_fmt(report.get('ap75'))}"),
-                 ('AR', _fmt(report['ar'])),
-                 ('GT images evaluated', str(report.get('gt_images')))]
+        rows += [(f'AP / AP50 / AP75{every}',
+                  f"{_fmt(report['ap'])} / {_fmt(report.get('ap50'))} / "
+                  f"{_fmt(report.get('ap75'))}"),
+                 (f'AR{every}', _fmt(report['ar']))]
+        if realtime is not None:
+            rows.append(('AP / AR in real time (drops are misses)',
+                         f"{_fmt(realtime.get('ap'))} / {_fmt(realtime.get('ar'))}"))
+        rows.append(('GT images evaluated', str(report.get('gt_images'))))
     else:
         rows.append(('AP', 'n/a (no ground truth given)'))
     lines = ['# rtmo-bag-eval report', '', '| | |', '|---|---|']
     lines += [f'| {k} | {v} |' for k, v in rows]
-    lines += ['', 'Latency: ' + ('time from publishing an image to receiving the node\'s '
-                                'PersonArray with its stamp.' if report.get('mode') == 'online'
-                                else 'engine time per frame (pre-processing + inference + '
-                                'post-processing), no transport.')]
+    if realtime is not None:
+        lines += ['', 'Accuracy: every frame is sent to the node when its answer to the previous '
+                  'one has arrived (lock-step), so the AP does not depend on the machine\'s '
+                  'speed. Real time: the frames are sent at their recorded spacing; frames '
+                  'arriving while the node is busy are dropped (newest-frame policy) and count '
+                  'as misses in the real-time AP. Latency: time from publishing an image to '
+                  'receiving the node\'s PersonArray with its stamp.']
+    else:
+        lines += ['', 'Latency: ' + ('time from publishing an image to receiving the node\'s '
+                                    'PersonArray with its stamp.' if online
+                                    else 'engine time per frame (pre-processing + inference + '
+                                    'post-processing), no transport.')]
     for key, title in (('latency', 'Latency'), ('persons', 'Persons over time'),
                        ('precision_recall', 'Precision / recall')):
         name = report.get('plots', {}).get(key)
@@ -263,8 +421,15 @@ def markdown(report):
     return '\n'.join(lines) + '\n'
 
 
+def write_text(path, text):
+    """Write ``text`` to ``path`` atomically (temporary file + os.replace)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def write_json(path, data):
-    pathlib.Path(path).write_text(json.dumps(data, indent=1) + '\n')
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    write_text(path, json.dumps(data, indent=1) + '\n')
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -316,34 +481,59 @@ def precision_curves(gt, results):
     return np.asarray(ev.eval['precision'])
 
 
-def write_report(out, result, gt, meta, storage='sqlite3', poses_topic='/poses'):
+def write_report(out, result, gt, meta, storage='sqlite3', poses_topic='/poses',
+                 realtime=None, realtime_topic='/poses_realtime'):
     """Write every report file into ``out``; return the report.json dict.
 
-    ``gt``: the loaded COCO dict or None. Files: report.json, report.md, the plots,
-    predictions.json + gt.json (with GT), poses_bag/ (PersonArray messages on ``poses_topic``).
+    ``result``: the pass that gives the accuracy (offline, or online lock-step); ``realtime``:
+    the online pass at the bag's rate (report.json's ``realtime``), or None. ``gt``: the loaded
+    COCO dict or None. Files: report.json, report.md, the plots, predictions.json (+
+    predictions_realtime.json) and gt.json with GT, poses_bag/ (PersonArrays on ``poses_topic``,
+    the real-time pass's on ``realtime_topic``). Each file is written atomically.
     """
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    evaluation, precision, gt_counts = None, None, None
+    evaluation, rt_evaluation, precision, gt_counts = None, None, None, None
+    written = []
     if gt is not None:
-        subset, stamp_to_id = match_gt(gt, result.stamps, f"topic {meta.get('topic')}")
-        results = coco_results(result.poses, stamp_to_id)
+        stamps = list(result.stamps) + [s for s in result.invalid if s >= 0]
+        subset, stamp_to_id = match_gt(gt, stamps, f"topic {meta.get('topic')}")
         write_json(out / 'gt.json', subset)
-        write_json(out / 'predictions.json', results)
-        evaluation = coco_evaluate(subset, results)
+        evaluation = _evaluate(out / 'predictions.json', subset, result, stamp_to_id)
         evaluation.update(gt_images=len(subset['images']),
                           gt_images_not_in_bag=len(gt['images']) - len(subset['images']),
-                          gt_persons=len(subset['annotations']), predictions=len(results))
-        precision = precision_curves(subset, results)
+                          gt_persons=len(subset['annotations']))
+        written += ['gt.json', 'predictions.json']
+        if realtime is not None:
+            rt_evaluation = _evaluate(out / 'predictions_realtime.json', subset, realtime,
+                                      stamp_to_id)
+            written.append('predictions_realtime.json')
+        precision = precision_curves(subset, coco_results(result.poses, stamp_to_id))
         gt_counts = _gt_counts(subset, stamp_to_id)
-    _write_poses_bag(out / 'poses_bag', result.person_arrays, storage, poses_topic)
+    topics = {poses_topic: result.person_arrays}
+    if realtime is not None:
+        topics[realtime_topic] = realtime.person_arrays
+    _write_poses_bag(out / 'poses_bag', topics, storage)
     report = summary(result, evaluation, meta)
-    report['plots'] = _plots(out, result, report['mode'], gt_counts, precision)
-    report['files'] = sorted(p.name for p in out.iterdir()) + ['report.json', 'report.md']
-    report['files'] = sorted(set(report['files']))
+    if realtime is not None:
+        report['realtime'] = realtime_summary(realtime, rt_evaluation, meta.get('rate'))
+    report['plots'] = _plots(out, result, report['mode'], gt_counts, precision, realtime)
+    written += ['poses_bag', 'report.json', 'report.md', *report['plots'].values()]
+    if (out / 'node.log').is_file() and report['mode'] == 'online':
+        written.append('node.log')
+    report['files'] = sorted(set(written))
     write_json(out / 'report.json', report)
-    (out / 'report.md').write_text(markdown(report))
+    write_text(out / 'report.md', markdown(report))
     return report
+
+
+def _evaluate(path, subset, result, stamp_to_id):
+    """Write the COCO results of ``result`` to ``path``; return their AP / AR dict."""
+    results = coco_results(result.poses, stamp_to_id)
+    write_json(path, results)
+    evaluation = coco_evaluate(subset, results)
+    evaluation['predictions'] = len(results)
+    return evaluation
 
 
 def _gt_counts(subset, stamp_to_id):
@@ -355,9 +545,13 @@ def _gt_counts(subset, stamp_to_id):
     return {stamp: per_image.get(image_id, 0) for stamp, image_id in stamp_to_id.items()}
 
 
-def _plots(out, result, mode, gt_counts, precision):
-    plot_latency(out / PLOTS['latency'], [result.latency_ms.get(s) for s in result.poses], mode)
-    plot_persons(out / PLOTS['persons'], result, gt_counts)
+def _plots(out, result, mode, gt_counts, precision, realtime=None):
+    series = {'lock-step' if realtime is not None else mode:
+              [result.latency_ms.get(s) for s in result.poses]}
+    if realtime is not None:
+        series['real time'] = [realtime.latency_ms.get(s) for s in realtime.poses]
+    plot_latency(out / PLOTS['latency'], series, mode)
+    plot_persons(out / PLOTS['persons'], result, gt_counts, realtime)
     plots = {'latency': PLOTS['latency'], 'persons': PLOTS['persons']}
     if precision is not None:
         plot_precision_recall(out / PLOTS['precision_recall'], precision)
@@ -365,10 +559,20 @@ def _plots(out, result, mode, gt_counts, precision):
     return plots
 
 
-def _write_poses_bag(path, person_arrays, storage, topic):
+def _write_poses_bag(path, topics, storage):
+    """Write {topic: [(log ns, CDR bytes)]} of PersonArrays as the rosbag2 folder ``path``."""
     from rtmo_ros import bag_io
 
-    with bag_io.BagWriter(path, storage) as writer:
-        writer.add_topic(topic, bag_io.PERSON_ARRAY)  # present even when nothing was published
-        for log_ns, rawdata in person_arrays:
-            writer.write_raw(topic, bag_io.PERSON_ARRAY, log_ns, rawdata)
+    path, tmp = pathlib.Path(path), temporary_name(path)
+    _remove(tmp)
+    try:  # rosbag2 names its files after the folder: write <tmp>/<name>, then rename that
+        tmp.mkdir()
+        with bag_io.BagWriter(tmp / path.name, storage) as writer:
+            for topic, person_arrays in topics.items():
+                writer.add_topic(topic, bag_io.PERSON_ARRAY)  # present even when empty
+                for log_ns, rawdata in person_arrays:
+                    writer.write_raw(topic, bag_io.PERSON_ARRAY, log_ns, rawdata)
+        _remove(path)
+        os.replace(tmp / path.name, path)
+    finally:
+        _remove(tmp)

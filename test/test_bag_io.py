@@ -1,4 +1,6 @@
 """rosbag2 reading/writing with rosbags: both storages, raw and compressed, clear errors."""
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -6,6 +8,7 @@ import pytest
 from rtmo_ros import bag_io
 from rtmo_ros.bag_io import BagError
 from rtmo_ros.engine.poses import Poses
+from rtmo_ros.image_conversion import ImageError
 
 STAMP = 1_700_000_123 * 10**9 + 456
 
@@ -120,3 +123,39 @@ def test_topic_choice(tmp_path):
     with pytest.raises(BagError, match='has no image topic'):
         bag_io.choose_topic(reader)
     reader.close()
+
+
+def test_undecodable_images_raise_the_nodes_image_error(tmp_path):
+    """Bad encoding, garbage JPEG, corrupt CDR: ImageError (what the node skips), not BagError.
+
+    read_raw gives the same indices and stamps as read_frames without deserializing.
+    """
+    image = cv_smooth(np.random.default_rng(1))
+    good = bag_io.bgr_to_image_msg(image, STAMP, 'cam')
+    bad_encoding = dataclasses.replace(good, header=bag_io.make_header(STAMP + 1, 'cam'),
+                                       encoding='bogus16')
+    garbage = dataclasses.replace(bag_io.bgr_to_compressed_msg(image, STAMP + 2, 'cam'),
+                                  data=np.frombuffer(b'not a jpeg', np.uint8))
+    corrupt = bag_io.typestore().serialize_cdr(
+        bag_io.bgr_to_image_msg(image, STAMP + 3, 'cam'), bag_io.IMAGE)[:40]
+    with bag_io.BagWriter(tmp_path / 'bag', 'sqlite3') as writer:
+        writer.write('/raw', bag_io.IMAGE, 1, good)
+        writer.write('/raw', bag_io.IMAGE, 2, bad_encoding)
+        writer.write('/raw', bag_io.IMAGE, 3, good)
+        writer.write_raw('/raw', bag_io.IMAGE, 4, corrupt)
+        writer.write('/jpeg', bag_io.COMPRESSED, 5, garbage)
+    reader = bag_io.open_bag(tmp_path / 'bag')
+    frames = list(bag_io.read_frames(reader, '/raw'))
+    raw = list(bag_io.read_raw(reader, '/raw'))
+    jpeg = next(bag_io.read_frames(reader, '/jpeg'))
+    reader.close()
+    assert [f.index for f in frames] == [i for i, _, _, _ in raw] == [0, 1, 2, 3]
+    assert [f.stamp_ns for f in frames] == [s for _, _, s, _ in raw] == [
+        STAMP, STAMP + 1, STAMP, STAMP + 3]
+    assert [f.rawdata for f in frames] == [r for _, _, _, r in raw]
+    assert frames[0].decode().shape == image.shape and frames[3].message is None
+    for frame, words in ((frames[1], 'bogus16'), (jpeg, None),
+                         (frames[3], 'corrupt')):
+        with pytest.raises(ImageError, match=words) as info:
+            frame.decode()
+        assert str(frame.stamp_ns) in str(info.value)
