@@ -17,7 +17,7 @@ setup(
         ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
     ],
     python_requires='>=3.10',
-    install_requires=['setuptools', 'numpy', 'opencv-python-headless', 'pyyaml'],
+    install_requires=['setuptools', 'numpy', 'scipy', 'opencv-python-headless', 'pyyaml'],
     zip_safe=True,
     maintainer='rtmo_ros maintainers',
     maintainer_email='maintainers@rtmo-ros.dev',

@@ -1,4 +1,4 @@
-"""Imports point one way: the engine never pulls in rclpy (nor torch/tensorrt eagerly)."""
+"""Imports point one way: engine and perception never pull in rclpy (nor torch, tensorrt)."""
 import subprocess
 import sys
 
@@ -24,3 +24,10 @@ def test_bag_tools_and_synthetic_data_need_no_torch():
     loaded = modules_after('import rtmo_ros.bag_eval, rtmo_ros.demo_bag, rtmo_train.evaluation, '
                            'rtmo_train.data.synthetic')
     assert 'torch' not in loaded
+
+
+def test_perception_needs_no_ros_messages_nor_torch():
+    loaded = modules_after('import rtmo_ros.perception')
+    ros = {m for m in loaded if m.split('.')[0] in ('rclpy', 'rtmo_msgs', 'std_msgs',
+                                                    'sensor_msgs', 'geometry_msgs')}
+    assert not ros and not {'torch', 'tensorrt'} & loaded
