@@ -3,13 +3,17 @@
 Reads image topics (``sensor_msgs/Image``, ``sensor_msgs/CompressedImage``) from sqlite3 and
 mcap rosbag2 bags, writes image bags and ``rtmo_msgs/PersonArray`` bags. The ``rtmo_msgs``
 types are registered from their ``.msg`` files, so a bag written here has the exact message
-definitions (and type hashes) that ``ros2 bag`` records from the node.
+definitions (and type hashes) that ``ros2 bag`` records from the node. Depth images (REP 118:
+``16UC1`` millimetres or ``32FC1`` metres) and ``sensor_msgs/CameraInfo`` are written and read
+back matched to their colour image by header stamp (:func:`read_synced`).
 """
+import collections
 from dataclasses import dataclass
 import functools
 import os
 import pathlib
 import struct
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -24,6 +28,11 @@ IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 PERSON_ARRAY = 'rtmo_msgs/msg/PersonArray'
 IMAGE_TYPES = (IMAGE, COMPRESSED)
+CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
+# REP 118 depth encodings: array dtype of each (16UC1 in millimetres, 32FC1 in metres).
+DEPTH_ENCODINGS = {'16UC1': np.dtype(np.uint16), '32FC1': np.dtype(np.float32)}
+SYNC_TOLERANCE_NS = 10_000_000  # read_synced default: 10 ms, under a third of a 30 Hz period
+SYNC_MAX_PENDING = 64  # colour frames read_synced holds back at most while awaiting depth
 RTMO_MSGS = ('Keypoint2D', 'Person', 'PersonArray', 'SkeletonInfo')
 # rosbag2 metadata version 8 is what Jazzy writes; Jazzy and Kilted both read it.
 BAG_VERSION = 8
@@ -134,11 +143,24 @@ def choose_topic(reader, topic=None):
             raise BagError(f'topic {topic} is not an image topic of bag {reader.path} '
                            f'(image topics: {listing}); pass one of them with --topic')
         return topic
+    colour = [t for t in topics if not is_depth_topic(t)]
+    if len(topics) > 1 and len(colour) == 1:
+        return colour[0]  # an RGB-D bag: the one image topic that is not a depth image
     if len(topics) != 1:
         what = 'has no image topic' if not topics else 'has several image topics'
         raise BagError(f'bag {reader.path} {what} (image topics: {listing}); '
                        'pick one with --topic')
     return next(iter(topics))
+
+
+def is_depth_topic(topic):
+    """True for a topic named as a depth image: a name segment containing ``depth``.
+
+    Covers the usual drivers (``/camera/depth/image_raw``,
+    ``/camera/aligned_depth_to_color/image_raw``, ``/depth_to_rgb/image_raw``). Only
+    :func:`choose_topic` uses it, to pick the colour topic of an RGB-D bag by itself.
+    """
+    return any('depth' in part for part in topic.split('/'))
 
 
 def read_frames(reader, topic):
@@ -236,6 +258,196 @@ def bgr_to_compressed_msg(image_bgr, ns, frame_id, quality=90):
         raise BagError('OpenCV could not JPEG-encode the image')
     return typestore().types[COMPRESSED](header=make_header(ns, frame_id), format='jpeg',
                                          data=data.reshape(-1))
+
+
+# -- depth images and camera info ---------------------------------------------------------------
+def depth_to_image_msg(depth_m, ns, frame_id):
+    """Return a rosbags ``sensor_msgs/Image`` (16UC1, millimetres) of an (H, W) depth in metres.
+
+    Rounded to the millimetre; 0 (REP 118: no depth) where the depth is NaN, <= 0 or beyond
+    65.535 m. Little-endian, rows unpadded.
+    """
+    depth = np.asarray(depth_m, np.float64)
+    if depth.ndim != 2:
+        raise BagError(f'a depth image must be (H, W), got shape {depth.shape}')
+    with np.errstate(invalid='ignore'):
+        mm = np.round(depth * 1000.0)
+        valid = np.isfinite(mm) & (mm > 0) & (mm <= 65535)
+    data = np.where(valid, mm, 0).astype('<u2')
+    height, width = data.shape
+    return typestore().types[IMAGE](
+        header=make_header(ns, frame_id), height=height, width=width, encoding='16UC1',
+        is_bigendian=0, step=width * 2, data=data.view(np.uint8).reshape(-1))
+
+
+def camera_info_msg(camera_matrix, width, height, ns, frame_id):
+    """Return a rosbags ``sensor_msgs/CameraInfo`` of an undistorted pinhole camera.
+
+    ``camera_matrix``: K (3, 3) [px]. D = five zeros (``plumb_bob``), R = identity,
+    P = [K | 0] (a monocular camera), no binning, full-image ROI.
+    """
+    types = typestore().types
+    k = np.asarray(camera_matrix, np.float64).reshape(3, 3)
+    return types[CAMERA_INFO](
+        header=make_header(ns, frame_id), height=int(height), width=int(width),
+        distortion_model='plumb_bob', d=np.zeros(5), k=k.reshape(-1),
+        r=np.eye(3).reshape(-1), p=np.hstack([k, np.zeros((3, 1))]).reshape(-1),
+        binning_x=0, binning_y=0,
+        roi=types['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0,
+                                                       width=0, do_rectify=False))
+
+
+def camera_matrix(info):
+    """K (3, 3) float64 [px] of a deserialized ``CameraInfo``."""
+    return np.asarray(info.k, np.float64).reshape(3, 3)
+
+
+def depth_image_array(msg):
+    """Return (depth (H, W), encoding) of a deserialized depth ``Image``; raise ImageError.
+
+    16UC1: uint16 millimetres; 32FC1: float32 metres (native byte order, a copy). Any other
+    encoding, or a step / data length that does not fit the size, raises ImageError.
+    """
+    encoding, height, width = msg.encoding, int(msg.height), int(msg.width)
+    if encoding not in DEPTH_ENCODINGS:
+        raise ImageError(f'depth image at stamp {stamp_ns(msg.header)} ns has encoding '
+                         f'{encoding!r}; depth images must be 16UC1 [mm] or 32FC1 [m]')
+    dtype = DEPTH_ENCODINGS[encoding].newbyteorder('>' if msg.is_bigendian else '<')
+    row = width * dtype.itemsize
+    data = np.frombuffer(memoryview(msg.data).cast('B'), np.uint8)
+    if msg.step < row or data.size < msg.step * height:
+        raise ImageError(f'depth image at stamp {stamp_ns(msg.header)} ns: step {msg.step} '
+                         f'and {data.size} data bytes do not hold {height} rows of {width} '
+                         f'{encoding} pixels')
+    rows = data[:msg.step * height].reshape(height, msg.step)[:, :row]
+    array = np.ascontiguousarray(rows).view(dtype).reshape(height, width)
+    return array.astype(DEPTH_ENCODINGS[encoding]), encoding
+
+
+def depth_to_metres(depth, encoding):
+    """float32 metres of a depth array of ``encoding``; NaN where there is no depth.
+
+    No depth: 0 in 16UC1; 0, NaN or +-inf in 32FC1 (REP 118).
+    """
+    if encoding not in DEPTH_ENCODINGS:
+        raise ImageError(f'depth encoding {encoding!r} is not 16UC1 or 32FC1')
+    metres = depth.astype(np.float32) / (1000.0 if encoding == '16UC1' else 1.0)
+    metres[~np.isfinite(metres) | (metres <= 0)] = np.nan
+    return metres
+
+
+@dataclass
+class SyncedFrame:
+    """A colour image with the depth image and camera info of the same header stamp.
+
+    frame:          the colour image message, as :func:`read_frames` yields it.
+    depth:          (H, W) uint16 [mm] (16UC1) or float32 [m] (32FC1), or None: no depth
+                    message within the tolerance, or one that is unreadable (``depth_error``).
+    depth_encoding: ``16UC1`` / ``32FC1`` / None.
+    depth_stamp_ns: header stamp of the matched depth message [ns] or None.
+    camera_info:    the matched deserialized ``CameraInfo`` or None.
+    info_stamp_ns:  its header stamp [ns] or None.
+    depth_error:    why a matched depth message gave no array (ImageError text), else None.
+    """
+
+    frame: Frame
+    depth: Optional[np.ndarray] = None
+    depth_encoding: Optional[str] = None
+    depth_stamp_ns: Optional[int] = None
+    camera_info: object = None
+    info_stamp_ns: Optional[int] = None
+    depth_error: Optional[str] = None
+
+
+def read_synced(reader, image_topic, depth_topic, info_topic=None,
+                tolerance_ns=SYNC_TOLERANCE_NS):
+    """Yield a :class:`SyncedFrame` for every message of ``image_topic``, in recording order.
+
+    Each colour image gets the depth message (``depth_topic``) and the ``CameraInfo``
+    (``info_topic``, optional) whose header stamp is nearest to its own, if within
+    ``tolerance_ns`` (0: exact stamps only); else None. One pass over the bag: a colour frame
+    is yielded once a later depth (and info) stamp has been read, or when ``SYNC_MAX_PENDING``
+    frames wait (a topic that stopped), so memory stays bounded. It assumes that each topic's
+    header stamps increase in recording order, as a camera driver's do.
+    """
+    store = typestore()
+    partners = {t: kind for t, kind in ((depth_topic, 'depth'), (info_topic, 'info')) if t}
+    bag_topics = {c.topic for c in reader.connections}
+    for topic in [image_topic, *partners]:
+        if topic not in bag_topics:
+            raise BagError(f'bag {reader.path} has no topic {topic} (topics: '
+                           f'{", ".join(sorted(bag_topics)) or "none"})')
+    connections = [c for c in reader.connections
+                   if c.topic == image_topic or c.topic in partners]
+    buffers = {kind: _StampBuffer() for kind in partners.values()}
+    pending = collections.deque()
+    count = 0
+    for connection, log_ns, rawdata in reader.messages(connections=connections):
+        if connection.topic == image_topic:
+            pending.append(_to_frame(store, connection, log_ns, rawdata, count))
+            count += 1
+        else:
+            buffers[partners[connection.topic]].add(_raw_stamp(rawdata), bytes(rawdata),
+                                                    connection.msgtype)
+        while pending and (len(pending) > SYNC_MAX_PENDING
+                           or all(b.newest > pending[0].stamp_ns + tolerance_ns
+                                  for b in buffers.values())):
+            yield _synced(pending.popleft(), buffers, tolerance_ns, store)
+    while pending:
+        yield _synced(pending.popleft(), buffers, tolerance_ns, store)
+
+
+class _StampBuffer:
+    """Serialized messages of one topic by header stamp, for :func:`read_synced`."""
+
+    def __init__(self):
+        self.items = []  # (stamp ns, CDR bytes, msgtype)
+        self.newest = -1
+
+    def add(self, stamp, rawdata, msgtype):
+        self.items.append((stamp, rawdata, msgtype))
+        self.newest = max(self.newest, stamp)
+
+    def nearest(self, stamp, tolerance_ns):
+        """The item nearest to ``stamp`` within the tolerance, or None; drops older items."""
+        self.items = [item for item in self.items if item[0] >= stamp - tolerance_ns]
+        best = min(self.items, key=lambda item: abs(item[0] - stamp), default=None)
+        return best if best is not None and abs(best[0] - stamp) <= tolerance_ns else None
+
+
+def _to_frame(store, connection, log_ns, rawdata, index):
+    """A :class:`Frame` as :func:`read_frames` builds it (message None for corrupt CDR)."""
+    try:
+        msg = store.deserialize_cdr(rawdata, connection.msgtype)
+    except Exception:  # noqa: BLE001 - rosbags raises several types for corrupt CDR
+        return Frame(_raw_stamp(rawdata), int(log_ns), '', connection.msgtype, bytes(rawdata),
+                     None, index)
+    return Frame(stamp_ns(msg.header), int(log_ns), msg.header.frame_id, connection.msgtype,
+                 bytes(rawdata), msg, index)
+
+
+def _synced(frame, buffers, tolerance_ns, store):
+    out = SyncedFrame(frame)
+    if 'depth' in buffers:
+        item = buffers['depth'].nearest(frame.stamp_ns, tolerance_ns)
+        if item is not None:
+            out.depth_stamp_ns = item[0]
+            try:
+                out.depth, out.depth_encoding = depth_image_array(
+                    store.deserialize_cdr(item[1], item[2]))
+            except ImageError as exc:
+                out.depth_error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - corrupt CDR
+                out.depth_error = f'depth message at stamp {item[0]} ns is unreadable ({exc})'
+    if 'info' in buffers:
+        item = buffers['info'].nearest(frame.stamp_ns, tolerance_ns)
+        if item is not None:
+            try:
+                out.camera_info = store.deserialize_cdr(item[1], item[2])
+                out.info_stamp_ns = item[0]
+            except Exception:  # noqa: BLE001 - corrupt CDR: no camera info for this frame
+                pass
+    return out
 
 
 # -- PersonArray <-> Poses -----------------------------------------------------------------------

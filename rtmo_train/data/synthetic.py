@@ -9,7 +9,9 @@ this person, 1 where another person or an occluder covers it, 0 outside the imag
 0, 0, 0 like unlabelled COCO keypoints). ``bbox`` is the extent of the whole figure inside the
 image and ``area`` its pixel count.
 
-Uses: ``make_dataset`` (tests, tiny CPU training), ``render_sequence`` (demo bags).
+Uses: ``make_dataset`` (tests, tiny CPU training), ``render_sequence`` (random walkers) and
+``render_depth_sequence`` (a scripted scene with a pinhole camera, aligned depth and 3D ground
+truth: the demo bags).
 """
 import json
 import math
@@ -28,6 +30,21 @@ PROPORTIONS = {'head_r': 0.065, 'neck': 0.105, 'torso': 0.30, 'shoulder': 0.11, 
 SKIN_TONES = ((60, 80, 120), (90, 125, 170), (120, 160, 205), (150, 190, 230),
               (45, 65, 95), (110, 150, 200))  # BGR
 L, R = 1, -1  # side sign: the person's left is image +x for a front-facing figure
+
+# The depth scene (render_depth_sequence). Camera optical frame: x right, y down, z forward [m].
+PERSON_HEIGHT_M = 1.7   # nominal figure height (head top to ankles) of every walker
+PELVIS_HEIGHT_M = 0.9   # pelvis above the floor: ~0.53 of the height (anthropometric tables)
+CAMERA_HEIGHT_M = 1.0   # optical centre above the floor, optical axis horizontal
+WALL_DEPTH_M = 6.0      # background: a flat wall facing the camera (no floor in the depth)
+FOCAL_FRACTION = 0.9    # fx = fy = 0.9 * width: a 58 deg horizontal field of view
+SCENE_FPS = 30.0        # frame rate the walking speeds are scripted for
+SCENE_PERIOD = 150      # frames (5 s); the script then starts again with new track ids
+# One period of the script: (first frame, x [m], z [m], vx [m/s], vz [m/s]) per walker. Walker
+# 0 (2.5 m away) and walker 1 (4 m) walk towards each other and cross at about frame 37, walker
+# 0 in front; walker 2 starts left of the view at frame 30 (first pixels at about frame 35), 5 m
+# away and slowly coming closer, and passes behind walker 1 at about frame 90. Walker 0 leaves
+# the view at about frame 75, walker 1 at about frame 135.
+WALKERS = ((0, -1.2, 2.5, 1.2, 0.0), (0, 1.9, 4.0, -1.0, 0.0), (30, -3.4, 5.0, 1.1, -0.3))
 
 
 def render_people(rng, width, height, num_people, height_range=(0.15, 0.9)):
@@ -113,6 +130,70 @@ def render_sequence(seed, num_frames, width=640, height=480):
                 person['track_id'] = track['id']
                 out.append(person)
         yield image, out
+
+
+def render_depth_sequence(seed, num_frames, width=640, height=480):
+    """Yield (image, depth, persons) for ``num_frames`` frames of the scripted depth scene.
+
+    A pinhole camera (:func:`scene_camera_matrix`, no distortion) looks at a wall
+    ``WALL_DEPTH_M`` away; people 1.7 m tall walk across at known distances (``WALKERS``),
+    their image height fy * 1.7 / z. They are drawn farthest first, so the nearer one covers
+    the farther one where they cross. The seed chooses looks, gait and wall texture; the paths
+    are fixed. Frame ``i`` depends only on (seed, i, width, height).
+
+    image:   (height, width, 3) uint8 BGR.
+    depth:   (height, width) float32 [m], aligned with ``image`` (same pixels): each person's
+             silhouette at that person's z (flat cut-outs), the wall elsewhere.
+    persons: as in :func:`render_sequence` (``keypoints`` (17, 3) float32 (x, y, v) with x, y
+             rounded to 0.01 px, ``bbox``, ``area``, ``num_keypoints``, ``track_id``) plus
+             ``depth`` (the person's z [m]), ``keypoints_3d`` (17, 3) float64 [m] in the camera
+             optical frame (x right, y down, z forward): each keypoint's (x, y) back-projected
+             at z, zeros where v = 0; ``position_3d`` (3,) float64 [m]: the mean of joints 5,
+             6, 11, 12 (shoulders and hips) in 3D, from the true joints also when some are
+             outside the image.
+    Visibility: v = 2 where the keypoint's pixel shows this person, 1 where a nearer person
+    covers it (labelled, not visible; its keypoints_3d is still the point on this person), 0
+    outside the image.
+    """
+    K = scene_camera_matrix(width, height)
+    background = random_background(np.random.default_rng([seed, 0]), width, height)
+    for index in range(num_frames):
+        walkers = sorted(_walkers_at(seed, index, K, width), key=lambda w: -w['z'])
+        figures = [(w['app'], w['joints']) for w in walkers]
+        img, persons, owner = _draw(background, figures, [])
+        depth = np.full((height, width), WALL_DEPTH_M, np.float32)
+        out = []
+        for i, (walker, person) in enumerate(zip(walkers, persons)):
+            depth[owner == i] = walker['z']
+            if person is not None:
+                out.append(_add_3d(person, walker, K))
+        yield _finish(img, np.random.default_rng([seed, 2, index])), depth, out
+
+
+def scene_camera_matrix(width, height):
+    """Pinhole camera matrix K (3, 3) of :func:`render_depth_sequence` for a width x height image.
+
+    fx = fy = 0.9 * width; principal point at the image centre ((width - 1) / 2,
+    (height - 1) / 2) in the keypoints' convention (pixel (0, 0)'s centre is (0, 0), as in
+    ROS CameraInfo).
+    """
+    f = FOCAL_FRACTION * width
+    return np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])
+
+
+def back_project(points, z, K):
+    """3D points (N, 3) [m], camera optical frame, of image points (N, 2) [px] at depth ``z``."""
+    points = np.asarray(points, np.float64)
+    x = (points[:, 0] - K[0, 2]) * z / K[0, 0]
+    y = (points[:, 1] - K[1, 2]) * z / K[1, 1]
+    return np.stack([x, y, np.full_like(x, z)], axis=1)
+
+
+def project(points_3d, K):
+    """Image points (N, 2) [px] of 3D points (N, 3) [m] in the camera optical frame (pinhole)."""
+    points_3d = np.asarray(points_3d, np.float64)
+    return np.stack([K[0, 0] * points_3d[:, 0] / points_3d[:, 2] + K[0, 2],
+                     K[1, 1] * points_3d[:, 1] / points_3d[:, 2] + K[1, 2]], axis=1)
 
 
 # --------------------------------------------------------------------------- figures
@@ -266,6 +347,59 @@ def walking_pose(track):
     return pose
 
 
+def _walkers_at(seed, index, K, width):
+    """The walkers of the depth scene near the view at frame ``index`` (unsorted).
+
+    Each: ``track_id``, ``z`` [m], ``app`` (sizes in pixels at z), ``joints``
+    (:func:`figure_joints`). Walkers of the current and the previous period are considered;
+    an older one is far out of view.
+    """
+    cycle = index // SCENE_PERIOD
+    out = []
+    for c in range(max(0, cycle - 1), cycle + 1):
+        for j, (start, x0, z0, vx, vz) in enumerate(WALKERS):
+            first = start + c * SCENE_PERIOD
+            if index < first:
+                continue
+            t = (index - first) / SCENE_FPS
+            x, z = x0 + vx * t, z0 + vz * t
+            pixels = K[1, 1] * PERSON_HEIGHT_M / z
+            pelvis = project([[x, CAMERA_HEIGHT_M - PELVIS_HEIGHT_M, z]], K)[0]
+            if abs(pelvis[0] - K[0, 2]) > width / 2 + 0.6 * pixels:
+                continue  # not one of its pixels can be in view
+            track_id = c * len(WALKERS) + j
+            looks = _walker_looks(seed, track_id)
+            app = dict(looks['unit'], height=pixels)
+            app.update({k: looks['unit'][k] * pixels for k in PROPORTIONS})
+            gait = {'base': looks['base'],
+                    'phase': looks['phase'] + looks['cadence'] * (index - first)}
+            out.append({'track_id': track_id, 'z': z, 'app': app,
+                        'joints': figure_joints(app, walking_pose(gait), pelvis)})
+    return out
+
+
+def _walker_looks(seed, track_id):
+    """Appearance (sizes for a 1 px figure), base pose and gait of one walker, from the seed."""
+    rng = np.random.default_rng([seed, 1, track_id])
+    unit = random_appearance(rng, 1.0)
+    base = random_pose(rng)
+    base.update(lean=rng.normal(0, 3), turn=rng.uniform(-0.5, 0.5), width=rng.uniform(0.8, 1))
+    return {'unit': unit, 'base': base, 'phase': rng.uniform(0, 2 * math.pi),
+            'cadence': rng.uniform(0.15, 0.3)}
+
+
+def _add_3d(person, walker, K):
+    """Add ``track_id``, ``depth``, ``keypoints_3d`` and ``position_3d``; round x, y to 0.01 px."""
+    joints = np.round(walker['joints']['keypoints'], 2)  # the 2D GT as written to JSON
+    joints_3d = back_project(joints, walker['z'], K)
+    labelled = person['keypoints'][:, 2] > 0
+    person['keypoints'][:, :2] = np.where(labelled[:, None], joints, 0.0)
+    person.update(track_id=walker['track_id'], depth=float(walker['z']),
+                  keypoints_3d=np.where(labelled[:, None], joints_3d, 0.0),
+                  position_3d=joints_3d[[5, 6, 11, 12]].mean(axis=0))
+    return person
+
+
 # --------------------------------------------------------------------------- composing
 
 
@@ -274,6 +408,15 @@ def compose(background, figures, occluders, rng):
 
     Returns (image, persons) with ``persons[i]`` the annotation of ``figures[i]`` or None when
     none of its keypoints is inside the image.
+    """
+    img, persons, _ = _draw(background, figures, occluders)
+    return _finish(img, rng), persons
+
+
+def _draw(background, figures, occluders):
+    """:func:`compose` before the camera noise; also returns the (H, W) int16 pixel owner map.
+
+    owner: index of the figure that shows at each pixel, -1 background, -2 an occluder.
     """
     img = background.copy()
     h, w = img.shape[:2]
@@ -293,7 +436,7 @@ def compose(background, figures, occluders, rng):
         owner[mask > 0] = -2
     persons = [_annotate(i, joints['keypoints'], masks[i], owner)
                for i, (_, joints) in enumerate(figures)]
-    return _finish(img, rng), persons
+    return img, persons, owner
 
 
 def _annotate(index, keypoints, mask, owner):
