@@ -5,7 +5,7 @@ top-left corner (see ``rtmo_msgs/msg/Keypoint2D.msg``).
 """
 import math
 
-from geometry_msgs.msg import Point
+from geometry_msgs.msg import Point, Vector3
 
 from rtmo_msgs.msg import Keypoint2D, Person, PersonArray, SkeletonInfo
 
@@ -22,26 +22,42 @@ except ImportError:  # pragma: no cover - depends on the installation
 PERSON_CLASS_ID = 'person'  # COCO class name of the only class RTMO detects
 
 
-def poses_to_person_array(poses, header, skeleton_name):
+def poses_to_person_array(poses, header, skeleton_name, tracked=None):
     """Return a ``PersonArray`` holding every person and every keypoint of ``poses``.
 
     ``poses``: :class:`rtmo_ros.engine.Poses` in image pixels, sorted by descending score.
-    ``header``: the source image's header, copied unchanged. ``track_id`` is -1 (not tracked)
-    and every ``keypoints_3d`` component NaN (no depth).
+    ``header``: the source image's header, copied unchanged. ``tracked``: the
+    :class:`rtmo_ros.perception.Tracked` of these poses (track ids, smoothed keypoints, 3D,
+    position, velocity); without it ``track_id`` is -1 and every 3D component NaN.
     """
     msg = PersonArray(header=header, skeleton=skeleton_name)
+    n, k = poses.keypoints.shape[:2]
     boxes = poses.boxes.tolist()  # plain floats: message setters take float, not np.float32
     scores = poses.scores.tolist()
-    kpts = poses.keypoints.tolist()
     kpt_scores = poses.keypoint_scores.tolist()
+    if tracked is None:
+        ids, kpts = [-1] * n, poses.keypoints.tolist()
+        kpts_3d = position = velocity = None
+    else:
+        ids, kpts = tracked.track_ids.tolist(), tracked.keypoints.tolist()
+        kpts_3d, position = tracked.keypoints_3d.tolist(), tracked.position.tolist()
+        velocity = tracked.velocity.tolist()
     nan = Point(x=math.nan, y=math.nan, z=math.nan)
     persons = []
-    for box, score, joints, joint_scores in zip(boxes, scores, kpts, kpt_scores):
+    for i, (box, score, joints, joint_scores) in enumerate(zip(boxes, scores, kpts,
+                                                               kpt_scores)):
         person = Person(score=score, x_min=box[0], y_min=box[1], x_max=box[2], y_max=box[3],
-                        track_id=-1)
+                        track_id=ids[i])
         person.keypoints = [Keypoint2D(x=xy[0], y=xy[1], score=s)
                             for xy, s in zip(joints, joint_scores)]
-        person.keypoints_3d = [nan] * len(joints)  # serialised by value: sharing is safe
+        if kpts_3d is None:
+            person.keypoints_3d = [nan] * k  # serialised by value: sharing is safe
+            person.position = nan
+            person.velocity = Vector3(x=math.nan, y=math.nan, z=math.nan)
+        else:
+            person.keypoints_3d = [Point(x=p[0], y=p[1], z=p[2]) for p in kpts_3d[i]]
+            person.position = Point(x=position[i][0], y=position[i][1], z=position[i][2])
+            person.velocity = Vector3(x=velocity[i][0], y=velocity[i][1], z=velocity[i][2])
         persons.append(person)
     msg.persons = persons
     return msg
@@ -63,16 +79,21 @@ def detections_available():
     return Detection2DArray is not None
 
 
-def poses_to_detections(poses, header):
+def poses_to_detections(poses, header, track_ids=None):
     """Return a ``vision_msgs/Detection2DArray`` with one 'person' detection per person.
 
-    Boxes are centre + size in image pixels. Handles both layouts of ``BoundingBox2D.center``:
-    vision_msgs >= 4 (Humble and newer) nests ``center.position.x``; older releases (Foxy,
-    Galactic) use geometry_msgs/Pose2D with ``center.x``.
+    Boxes are centre + size in image pixels; ``Detection2D.id`` is the track id (as text;
+    empty when untracked), so detections and PersonArray agree on who is who. Handles both
+    layouts of ``BoundingBox2D.center``: vision_msgs >= 4 (Humble and newer) nests
+    ``center.position.x``; older releases (Foxy, Galactic) use geometry_msgs/Pose2D with
+    ``center.x``.
     """
     msg = Detection2DArray(header=header)
-    for box, score in zip(poses.boxes.tolist(), poses.scores.tolist()):
+    ids = [-1] * len(poses) if track_ids is None else track_ids.tolist()
+    for box, score, track_id in zip(poses.boxes.tolist(), poses.scores.tolist(), ids):
         det = Detection2D(header=header, bbox=_bbox(box))
+        if track_id >= 0 and hasattr(det, 'id'):  # vision_msgs >= 3
+            det.id = str(track_id)
         det.results = [_hypothesis(score)]
         msg.detections.append(det)
     return msg

@@ -10,11 +10,14 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
+COUNTS = ('received', 'dropped', 'processed', 'invalid', 'failed', 'timeouts',
+          'no_depth', 'depth_refused', 'no_camera_info')
 # Stage names in pipeline order, all in milliseconds: wait = image received -> worker starts
 # it (newest-frame queue), convert = Image -> BGR, preprocess/inference/postprocess = the
-# engine's own timings, publish = Poses -> messages -> published, total = received -> poses out.
-COUNTS = ('received', 'dropped', 'processed', 'invalid', 'failed', 'timeouts')
-STAGES = ('wait', 'convert', 'preprocess', 'inference', 'postprocess', 'publish', 'total')
+# engine's own timings, perception = depth decoding + tracking + smoothing + 3D lifting,
+# publish = messages built and published, total = received -> poses out.
+STAGES = ('wait', 'convert', 'preprocess', 'inference', 'postprocess', 'perception', 'publish',
+          'total')
 
 
 @dataclass
@@ -28,6 +31,9 @@ class Window:
     invalid: int
     failed: int
     timeouts: int = 0
+    no_depth: int = 0        # frames without 3D (use_depth): no depth image within tolerance
+    depth_refused: int = 0   # ... a depth image of another size / frame / encoding
+    no_camera_info: int = 0  # ... no (valid) camera_info of the image's frame and size
     mean_ms: dict = field(default_factory=dict)
 
     @property
@@ -91,6 +97,12 @@ def diagnostic_status(name, hardware_id, state, window, totals, info, problems=(
         found.append((DiagnosticStatus.WARN, 'no images received'))
     if active and window.invalid:
         found.append((DiagnosticStatus.WARN, f'{window.invalid} invalid images skipped'))
+    without_3d = window.no_depth + window.depth_refused + window.no_camera_info
+    if active and without_3d:
+        found.append((DiagnosticStatus.WARN,
+                      f'{without_3d} frames without 3D ({window.no_depth} without a depth '
+                      f'image in time, {window.depth_refused} depth images refused, '
+                      f'{window.no_camera_info} without camera_info)'))
     if window.failed:
         found.append((DiagnosticStatus.ERROR, f'inference failed on {window.failed} images'))
     if window.timeouts:

@@ -80,13 +80,30 @@ def image_to_bgr(msg, max_pixels=MAX_IMAGE_PIXELS):
     return to_bgr8(unpack(msg, channels, dtype), msg.encoding)
 
 
-def _layout(msg, max_pixels):
-    """Validate every header field of an Image; return its ENCODINGS entry."""
+# -- aligned depth images (REP 118) ---------------------------------------------------------------
+DEPTH_ENCODINGS = {'16UC1': (1, np.uint16, None), '32FC1': (1, np.float32, None)}
+
+
+def depth_to_metres(msg, max_pixels=MAX_IMAGE_PIXELS):
+    """Return (H, W) float32 metres of a depth ``sensor_msgs/Image``, NaN where no reading.
+
+    REP 118: 16UC1 millimetres (0 = no reading) or 32FC1 metres (NaN, inf, <= 0 = none). The
+    header is validated like a colour image's (the same cap, step, size and byte order rules);
+    any other encoding raises ImageError naming the two.
+    """
+    from rtmo_ros.perception.depth import depth_to_metres as to_metres
+
+    channels, dtype, _ = _layout(msg, max_pixels, DEPTH_ENCODINGS, 'depth image')
+    return to_metres(unpack(msg, channels, dtype), msg.encoding)
+
+
+def _layout(msg, max_pixels, table=ENCODINGS, what='image'):
+    """Validate every header field of an Image; return its ``table`` entry."""
     encoding = msg.encoding
-    entry = ENCODINGS.get(encoding) if isinstance(encoding, str) else None
+    entry = table.get(encoding) if isinstance(encoding, str) else None
     if entry is None:
-        raise ImageError(f'unsupported image encoding {encoding!r}; publish one of '
-                         + ', '.join(sorted(ENCODINGS)))
+        raise ImageError(f'unsupported {what} encoding {encoding!r}; publish one of '
+                         + ', '.join(sorted(table)))
     width, height, step = (_unsigned(msg, name) for name in ('width', 'height', 'step'))
     if width == 0 or height == 0:
         raise ImageError(f'image has zero size ({width}x{height}); check the driver')

@@ -64,6 +64,33 @@ class NodeParams:
     inference_timeout_s: float = _param(10.0, 'a frame running longer than this is reported '
                                               'as an ERROR on /diagnostics (runtime) [s]',
                                         low=0.1, high=3600.0)
+    tracking: bool = _param(True, 'give every person a stable track_id (ByteTrack-style, lost '
+                                  'tracks live track_buffer_s of header time)')
+    track_new_thr: float = _param(0.5, 'minimum score of a detection that starts a new track',
+                                  low=0.0, high=1.0)
+    track_buffer_s: float = _param(1.0, 'header time a lost track is kept [s]', low=0.0,
+                                   high=60.0)
+    smoothing: bool = _param(True, 'One-Euro smoothing of each tracked keypoint and its depth '
+                                   '(needs tracking); false publishes the raw keypoints')
+    smoothing_min_cutoff: float = _param(1.0, 'One-Euro cutoff of a still keypoint [Hz]; lower '
+                                              'is smoother', low=1e-3, high=100.0)
+    smoothing_beta: float = _param(0.02, 'One-Euro cutoff rise per px/s of keypoint speed '
+                                         '[1/px]; higher follows fast motion with less lag',
+                                   low=0.0, high=10.0)
+    smoothing_d_cutoff: float = _param(1.0, 'One-Euro cutoff of the speed estimate [Hz]',
+                                       low=1e-3, high=100.0)
+    use_depth: bool = _param(False, 'subscribe to depth (aligned 16UC1 mm / 32FC1 m) and '
+                                    'camera_info and publish keypoints_3d, position, velocity')
+    depth_sync_tolerance_s: float = _param(0.02, 'largest header-stamp difference between an '
+                                                 'image and its depth image [s]',
+                                           low=0.0, high=1.0)
+    depth_min: float = _param(0.2, 'depth readings below are ignored [m]', low=0.0, high=100.0)
+    depth_max: float = _param(10.0, 'depth readings above are ignored [m]', low=0.01,
+                              high=1000.0)
+    depth_keypoint_thr: float = _param(0.3, 'keypoints scoring below get no 3D point',
+                                       low=0.0, high=1.0)
+    image_rectified: bool = _param(False, 'the image is rectified: back-project with '
+                                          "camera_info's P; false: undistort with K and D")
     publish_markers: bool = _param(True, 'publish visualization_msgs/MarkerArray on markers')
     publish_annotated_image: bool = _param(True, 'publish image_annotated (drawn only while '
                                                  'someone subscribes)')
@@ -97,6 +124,20 @@ class NodeParams:
     def from_node(cls, node):
         """Read every declared parameter of ``node`` into a new instance."""
         return cls(**{f.name: node.get_parameter(f.name).value for f in fields(cls)})
+
+    def perception(self):
+        """The :class:`rtmo_ros.perception.PerceptionConfig` these parameters ask for."""
+        from rtmo_ros.perception import PerceptionConfig
+        from rtmo_ros.perception.depth import DepthConfig
+
+        depth = DepthConfig(depth_min=self.depth_min, depth_max=self.depth_max,
+                            keypoint_thr=self.depth_keypoint_thr)
+        return PerceptionConfig(tracking=self.tracking, smoothing=self.smoothing,
+                                track_new_thr=self.track_new_thr,
+                                track_buffer_s=self.track_buffer_s,
+                                smoothing_min_cutoff=self.smoothing_min_cutoff,
+                                smoothing_beta=self.smoothing_beta,
+                                smoothing_d_cutoff=self.smoothing_d_cutoff, depth=depth)
 
     def updated(self, changes):
         """Return a copy with ``changes`` ({name: value}) applied."""
@@ -144,7 +185,10 @@ def check(name, value):
 
 def problems(params):
     """Return the reasons why a :class:`NodeParams` holds disallowed values (empty: valid)."""
-    reasons = (check(f.name, getattr(params, f.name)) for f in fields(NodeParams))
+    reasons = [check(f.name, getattr(params, f.name)) for f in fields(NodeParams)]
+    if params.depth_min >= params.depth_max:
+        reasons.append(f'depth_min ({params.depth_min}) must be below depth_max '
+                       f'({params.depth_max})')
     return [r for r in reasons if r is not None]
 
 

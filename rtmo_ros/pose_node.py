@@ -18,6 +18,7 @@ dropped (and counted) instead of queued, and latency does not grow with a backlo
 callback group: it keeps reporting while a transition works (download, engine build) and while
 a paused ``/clock`` stops ROS time. ``main`` spins a multi-threaded executor for that reason.
 """
+import copy
 import functools
 import os
 import threading
@@ -33,7 +34,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
 try:  # Iron and newer
@@ -46,9 +47,17 @@ from rtmo_ros import conversions, image_qos, node_params
 from rtmo_ros.diagnostics import PipelineStats, diagnostic_status
 from rtmo_ros.engine.draw import draw_poses
 from rtmo_ros.frame_buffer import LatestFrame
-from rtmo_ros.image_conversion import ImageError, bgr_to_image, compressed_to_bgr, image_to_bgr
+from rtmo_ros.image_conversion import (
+    ImageError,
+    bgr_to_image,
+    compressed_to_bgr,
+    depth_to_metres,
+    image_to_bgr,
+)
 from rtmo_ros.markers import MarkerStyle, person_array_to_markers
 from rtmo_ros.node_params import NodeParams
+from rtmo_ros.perception import PersonPipeline, PinholeCamera
+from rtmo_ros.perception.stamp_sync import StampBuffer
 
 NODE_NAME = 'rtmo_pose'
 THROTTLE_S = 5.0  # at most one log line per cause every 5 s for per-frame problems
@@ -128,9 +137,12 @@ class PoseNode(LifecycleNode):
         self._worker = None
         self._stuck = []          # worker threads abandoned in a frame that did not return
         self._running = {}        # worker thread ident -> monotonic start of its frame
-        self._image_sub = None
-        self._qos = image_qos.QosWatch(self.params.qos_reliability)
+        self._subs = {}           # 'image' / 'depth' / 'camera_info' -> subscription
+        self._watches = {}        # the same names -> image_qos.QosWatch
         self._qos_timer = None
+        self._pipeline = None     # perception.PersonPipeline, new at every configure
+        self._depths = StampBuffer(30)  # depth images by header stamp, for the worker
+        self._camera_infos = {}   # (frame_id, width, height) -> newest CameraInfo
         self._pubs = {}
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -152,6 +164,7 @@ class PoseNode(LifecycleNode):
         skeleton_msg = self._skeleton_info()  # raises for a keypoint count we cannot name
         self._create_publishers()
         self._pubs['skeleton'].publish(skeleton_msg)
+        self._pipeline = PersonPipeline(self.params.perception())
         self.config_error = ''
         self.get_logger().info(f'configured: {self.engine!r}')
         return SUCCESS
@@ -170,12 +183,14 @@ class PoseNode(LifecycleNode):
         self._worker = threading.Thread(target=self._work, args=(self._buffer,),
                                         name='rtmo_pose_worker', daemon=True)
         self._worker.start()
-        self._qos = image_qos.QosWatch(self.params.qos_reliability)
-        self._resubscribe(self._qos.choose(self._offered()))
+        for name in self._topics():
+            self._watches[name] = watch = image_qos.QosWatch(self.params.qos_reliability)
+            self._subscribe(name, watch.choose(self._offered(name)))
         self._qos_timer = self.create_timer(QOS_CHECK_PERIOD_S, self._check_publishers,
                                             clock=self._steady)
-        self.get_logger().info(f'active: listening on {self._image_sub.topic_name} '
-                               f'({self._qos.current})')
+        listening = ', '.join(f'{sub.topic_name} ({self._watches[name].current})'
+                              for name, sub in self._subs.items())
+        self.get_logger().info(f'active: listening on {listening}')
         return result
 
     @transition('deactivate')
@@ -289,9 +304,10 @@ class PoseNode(LifecycleNode):
         if self._qos_timer is not None:
             self.destroy_timer(self._qos_timer)
             self._qos_timer = None
-        if self._image_sub is not None:
-            self.destroy_subscription(self._image_sub)
-            self._image_sub = None
+        for sub in self._subs.values():
+            self.destroy_subscription(sub)
+        self._subs = {}
+        self._depths.clear()
         self._buffer.close()
         worker, self._worker = self._worker, None
         if worker is not None:
@@ -333,50 +349,70 @@ class PoseNode(LifecycleNode):
             self.get_logger().error(f'{why}: releasing the engine raised {err!r}; it was '
                                     'dropped')
 
-    # -- image subscription and its QoS ------------------------------------------------------
-    def _resubscribe(self, reliability):
-        """(Re)create the image subscription with ``reliability`` ('reliable'|'best_effort')."""
-        if self._image_sub is not None:
-            self.destroy_subscription(self._image_sub)
-        p = self.params
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p.qos_depth,
-                         reliability=POLICY[reliability])
-        msg_type, topic = ((CompressedImage, 'image/compressed')
-                           if p.image_transport == 'compressed' else (Image, 'image'))
-        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
-        self._image_sub = self.create_subscription(msg_type, topic, self._on_image, qos,
-                                                   event_callbacks=events)
-        self._qos.current = reliability
+    # -- subscriptions and their QoS ---------------------------------------------------------
+    def _topics(self):
+        """name -> (message type, relative topic, callback, queue depth) to subscribe to.
 
-    def _offered(self):
-        """Reliability ('reliable'|'best_effort') offered by each publisher of the image topic."""
-        topic = (self._image_sub.topic_name if self._image_sub is not None
-                 else self.resolve_topic_name(
-                     'image/compressed' if self.params.image_transport == 'compressed'
-                     else 'image'))
+        camera_info is always read (markers use the real intrinsics); depth with use_depth.
+        Every topic follows the image's QoS rule (``qos_reliability``).
+        """
+        p = self.params
+        image = ((CompressedImage, 'image/compressed') if p.image_transport == 'compressed'
+                 else (Image, 'image'))
+        topics = {'image': (*image, self._on_image, p.qos_depth),
+                  'camera_info': (CameraInfo, 'camera_info', self._on_camera_info, 5)}
+        if p.use_depth:
+            topics['depth'] = (Image, 'depth', self._on_depth, 5)
+        return topics
+
+    def _subscribe(self, name, reliability):
+        """(Re)create subscription ``name`` with ``reliability`` ('reliable'|'best_effort')."""
+        if name in self._subs:
+            self.destroy_subscription(self._subs.pop(name))
+        msg_type, topic, callback, depth = self._topics()[name]
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                         reliability=POLICY[reliability])
+        watch = self._watches[name]
+        events = SubscriptionEventCallbacks(
+            incompatible_qos=lambda event: self._on_incompatible_qos(name, watch))
+        self._subs[name] = self.create_subscription(msg_type, topic, callback, qos,
+                                                    event_callbacks=events)
+        watch.current = reliability
+
+    def _offered(self, name):
+        """Reliability ('reliable'|'best_effort') offered by each publisher of topic ``name``."""
+        sub = self._subs.get(name)
+        topic = (sub.topic_name if sub is not None
+                 else self.resolve_topic_name(self._topics()[name][1]))
         return [image_qos.reliability_name(info.qos_profile.reliability)
                 for info in self.get_publishers_info_by_topic(topic)]
 
     def _check_publishers(self):
-        """Timer: follow the publishers' reliability (auto) and note incompatible ones."""
-        if self._image_sub is None:
-            return
-        offered = self._offered()
-        wanted = self._qos.choose(offered)
-        if wanted != self._qos.current:
-            self.get_logger().info(
-                f'image publishers on {self._image_sub.topic_name} offer {offered}: '
-                f'subscribing {wanted} instead of {self._qos.current} (qos_reliability auto)')
-            self._resubscribe(wanted)
+        """Timer: follow the publishers' reliability (auto) on every subscribed topic."""
+        for name, sub in list(self._subs.items()):
+            watch = self._watches[name]
+            offered = self._offered(name)
+            wanted = watch.choose(offered)
+            if wanted != watch.current:
+                self.get_logger().info(
+                    f'publishers on {sub.topic_name} offer {offered}: subscribing {wanted} '
+                    f'instead of {watch.current} (qos_reliability auto)')
+                self._subscribe(name, wanted)
 
-    def _on_incompatible_qos(self, event):
-        self._qos.incompatible_events += 1
+    def _on_incompatible_qos(self, name, watch):
+        watch.incompatible_events += 1
         self.get_logger().warning(
-            f'an image publisher has a QoS incompatible with this {self._qos.current} '
+            f'a {name} publisher has a QoS incompatible with this {watch.current} '
             'subscription; set qos_reliability:=auto (or best_effort)',
             throttle_duration_sec=THROTTLE_S)
 
     # -- the pipeline ------------------------------------------------------------------------
+    def _on_depth(self, msg):
+        self._depths.add(_stamp_ns(msg.header), msg)
+
+    def _on_camera_info(self, msg):
+        self._camera_infos[(msg.header.frame_id, msg.width, msg.height)] = msg
+
     def _on_image(self, msg):
         """Subscription callback: hand the frame over, never block."""
         self._stats.count('received')
@@ -428,30 +464,88 @@ class PoseNode(LifecycleNode):
         poses = engine(image)
         poses.check(engine.num_keypoints)
         t2 = time.monotonic()
-        people = conversions.poses_to_person_array(poses, msg.header, engine.skeleton.name)
-        pubs['poses'].publish(people)
+        camera = self._camera_for(msg.header, image.shape)
+        depth_m = self._depth_for(msg.header, image.shape) if camera is not None else None
+        tracked = self._pipeline.update(poses, _stamp_ns(msg.header) * 1e-9, depth_m, camera)
+        if tracked.reset:
+            self.get_logger().info('image header stamps went backwards (a bag looping?): '
+                                   'tracks, smoothing and velocities were reset')
         t3 = time.monotonic()
-        self._publish_extras(pubs, engine, people, poses, image, msg.header)
+        people = conversions.poses_to_person_array(poses, msg.header, engine.skeleton.name,
+                                                   tracked)
+        pubs['poses'].publish(people)
+        t4 = time.monotonic()
+        self._publish_extras(pubs, engine, people, poses, tracked, image, camera, msg.header)
         stages = engine.timings
         self._stats.record({'wait': 1e3 * (t0 - received), 'convert': 1e3 * (t1 - t0),
                             'preprocess': stages.preprocess_ms,
                             'inference': stages.inference_ms,
                             'postprocess': stages.postprocess_ms,
-                            'publish': 1e3 * (t3 - t2), 'total': 1e3 * (t3 - received)})
+                            'perception': 1e3 * (t3 - t2), 'publish': 1e3 * (t4 - t3),
+                            'total': 1e3 * (t4 - received)})
 
-    def _publish_extras(self, pubs, engine, people, poses, image, header):
+    def _camera_for(self, header, shape):
+        """The PinholeCamera of this image (camera_info of its frame and size), or None."""
+        height, width = shape[:2]
+        info = self._camera_infos.get((header.frame_id, width, height))
+        if info is None:
+            if self.params.use_depth:
+                self._frame_without_3d('no_camera_info', 'no camera_info for frame '
+                                       f'{header.frame_id!r} at {width}x{height}; check '
+                                       'camera_info_topic')
+            return None
+        try:
+            return PinholeCamera.from_msg(info, rectified=self.params.image_rectified)
+        except ValueError as err:
+            self._frame_without_3d('no_camera_info', f'camera_info refused: {err}')
+            return None
+
+    def _depth_for(self, header, shape):
+        """Metres of the depth image paired with this image (nearest stamp), or None."""
+        if not self.params.use_depth:
+            return None
+        tolerance = int(self.params.depth_sync_tolerance_s * 1e9)
+        depth = self._depths.nearest(_stamp_ns(header), tolerance)
+        if depth is None:
+            self._frame_without_3d('no_depth', 'no depth image within depth_sync_tolerance_s '
+                                   f'({self.params.depth_sync_tolerance_s:g} s) of the image')
+            return None
+        height, width = shape[:2]
+        if depth.header.frame_id != header.frame_id or (depth.width, depth.height) != (
+                width, height):
+            self._frame_without_3d(
+                'depth_refused', f'depth image refused: {depth.width}x{depth.height} in '
+                f'{depth.header.frame_id!r}, the image is {width}x{height} in '
+                f'{header.frame_id!r}; subscribe to depth aligned to the colour image')
+            return None
+        try:
+            return depth_to_metres(depth, self.params.max_image_pixels)
+        except ImageError as err:
+            self._frame_without_3d('depth_refused', f'depth image refused: {err}')
+            return None
+
+    def _frame_without_3d(self, count, why):
+        self._stats.count(count)
+        self.get_logger().warning(f'no 3D for this frame: {why}',
+                                  throttle_duration_sec=THROTTLE_S)
+
+    def _publish_extras(self, pubs, engine, people, poses, tracked, image, camera, header):
         """Publish markers, detections and the annotated image (each when enabled)."""
         p = self.params
         if p.publish_markers:
             style = MarkerStyle(p.marker_scale, p.marker_depth, p.marker_line_width,
                                 p.marker_joint_size, p.marker_keypoint_thr)
             size = (image.shape[1], image.shape[0])
-            pubs['markers'].publish(person_array_to_markers(people, size, style))
+            pubs['markers'].publish(person_array_to_markers(people, size, style, camera))
         if p.publish_detections and 'detections' in pubs:
-            pubs['detections'].publish(conversions.poses_to_detections(poses, header))
+            pubs['detections'].publish(conversions.poses_to_detections(poses, header,
+                                                                       tracked.track_ids))
         annotated = pubs['image_annotated']
         if p.publish_annotated_image and annotated.get_subscription_count() > 0:
-            drawn = draw_poses(image, poses, engine.skeleton, p.annotate_keypoint_thr)
+            shown = copy.copy(poses)
+            shown.keypoints = tracked.keypoints  # what poses carries: smoothed when smoothing
+            drawn = draw_poses(image, shown, engine.skeleton, p.annotate_keypoint_thr,
+                               track_ids=tracked.track_ids)
             annotated.publish(bgr_to_image(drawn, header))
 
     # -- diagnostics -------------------------------------------------------------------------
@@ -469,10 +563,10 @@ class PoseNode(LifecycleNode):
                               f'a frame has been running for {stalled:.1f} s (> '
                               f'inference_timeout_s {self.params.inference_timeout_s:g} s): the '
                               'backend may hang'))
-        if self._image_sub is not None:
-            clash = self._qos.problem(self._offered())
+        for name in list(self._subs):
+            clash = self._watches[name].problem(self._offered(name))
             if clash:
-                found.append((DiagnosticStatus.WARN, clash))
+                found.append((DiagnosticStatus.WARN, f'{name}: {clash}'))
         return found
 
     def publish_diagnostics(self):
@@ -486,10 +580,10 @@ class PoseNode(LifecycleNode):
         self._diag_pub.publish(msg)
 
     def _diagnostic_status(self):
-        engine, sub = self.engine, self._image_sub
+        engine, sub = self.engine, self._subs.get('image')
         info = {'state': self.state_label(), 'model': self.params.model,
                 'image_topic': sub.topic_name if sub is not None else '',
-                'image_qos_reliability': self._qos.current if sub is not None else ''}
+                'image_qos_reliability': self._watches['image'].current if sub else ''}
         hardware_id = 'none'
         if engine is not None:
             hardware_id = engine.hardware_id
@@ -521,6 +615,10 @@ class PoseNode(LifecycleNode):
         if later:
             self.get_logger().info(f'{", ".join(later)} will apply at the next configure')
         return SetParametersResult(successful=True)
+
+
+def _stamp_ns(header):
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 def main(args=None):
