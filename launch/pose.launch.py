@@ -2,15 +2,18 @@
 
     ros2 launch rtmo_ros pose.launch.py image_topic:=/cam/image_raw model:=/path/rtmo-s.onnx
 
-Arguments: image_topic, model, backend, params_file, namespace, autostart, respawn,
-respawn_delay, use_rviz, use_sim_time (see each one's description:
+Arguments: image_topic, depth_topic, camera_info_topic, use_depth, model, backend, params_file,
+namespace, autostart, respawn, respawn_delay, use_rviz, use_sim_time (see each one's description:
 ``ros2 launch rtmo_ros pose.launch.py -s``).
 
 Lifecycle: with ``autostart:=true`` (default) the node configures and activates itself through
 its own ``autostart`` parameter, which works the same on Humble, Jazzy and Kilted (Humble's
 launch_ros has no ``LifecycleNode(autostart=...)``). With ``autostart:=false`` it waits in
 ``unconfigured`` for ``ros2 lifecycle set /rtmo_pose configure`` and ``activate``.
-``model`` and ``backend`` override ``params_file`` only when given (non-empty).
+``model``, ``backend`` and ``use_depth`` override ``params_file`` only when given (non-empty).
+For 3D, point ``depth_topic`` at depth registered to the colour image, e.g. a RealSense's
+``/camera/aligned_depth_to_color/image_raw``, and ``camera_info_topic`` at the colour camera's
+``camera_info``.
 
 Failures: with ``respawn:=true`` the node runs with ``autostart_failure: exit``, so a failed
 autostart (model not downloadable, no GPU yet) ends the process with code 1 and launch starts a
@@ -30,6 +33,10 @@ PACKAGE = 'rtmo_ros'
 ARGUMENTS = (
     ('image_topic', 'image', 'image topic to subscribe to (image/compressed is remapped to '
                              '<image_topic>/compressed)'),
+    ('depth_topic', 'depth', 'depth image aligned to the image (16UC1 mm / 32FC1 m), read '
+                             'with use_depth'),
+    ('camera_info_topic', 'camera_info', 'CameraInfo of the image (markers, 3D)'),
+    ('use_depth', '', 'true/false: publish 3D keypoints from depth_topic; empty = params_file'),
     ('model', '', 'RTMO model: .onnx/.engine/.pth path or zoo name; empty = params_file'),
     ('backend', '', 'auto, onnxruntime, tensorrt or torch; empty = params_file'),
     ('params_file', '', 'node parameters YAML; empty = <share>/rtmo_ros/config/pose.yaml'),
@@ -55,6 +62,8 @@ def _nodes(context):
     overrides = {'autostart': _is_true(arg['autostart']),
                  'use_sim_time': _is_true(arg['use_sim_time'])}
     overrides.update({k: arg[k] for k in ('model', 'backend') if arg[k]})
+    if arg['use_depth']:
+        overrides['use_depth'] = _is_true(arg['use_depth'])
     respawn = _is_true(arg['respawn'])
     if respawn:
         overrides['autostart_failure'] = 'exit'
@@ -64,7 +73,8 @@ def _nodes(context):
         namespace=arg['namespace'], output='screen',
         respawn=respawn, respawn_delay=float(arg['respawn_delay']),
         parameters=[params_file, overrides],
-        remappings=[('image', image_topic), ('image/compressed', image_topic + '/compressed')])
+        remappings=[('image', image_topic), ('image/compressed', image_topic + '/compressed'),
+                    ('depth', arg['depth_topic']), ('camera_info', arg['camera_info_topic'])])
     actions = [pose_node]
     if _is_true(arg['use_rviz']):
         actions.append(Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',

@@ -505,7 +505,7 @@ class PoseNode(LifecycleNode):
         if not self.params.use_depth:
             return None
         tolerance = int(self.params.depth_sync_tolerance_s * 1e9)
-        depth = self._depths.nearest(_stamp_ns(header), tolerance)
+        depth = self._depths.take(_stamp_ns(header), tolerance)
         if depth is None:
             self._frame_without_3d('no_depth', 'no depth image within depth_sync_tolerance_s '
                                    f'({self.params.depth_sync_tolerance_s:g} s) of the image')

@@ -68,3 +68,30 @@ def test_detections_have_centre_size_and_person_class():
     assert bbox.size_x == pytest.approx(box[2] - box[0])
     hyp = msg.detections[0].results[0].hypothesis
     assert hyp.class_id == 'person' and hyp.score == pytest.approx(float(poses.scores[0]))
+
+
+def test_tracked_people_carry_ids_smoothed_keypoints_3d_position_and_velocity():
+    from rtmo_ros.perception import Tracked
+
+    poses = some_poses(2)
+    smoothed = poses.keypoints + 1.0
+    kpts_3d = np.random.default_rng(2).uniform(1, 3, (2, 17, 3))
+    kpts_3d[1, 4] = np.nan
+    tracked = Tracked(np.array([5, -1]), smoothed, kpts_3d, np.array([[0.1, 0.2, 2.0],
+                                                                      [np.nan] * 3]),
+                      np.array([[1.0, 0.0, -0.5], [np.nan] * 3]), False)
+    msg = conversions.poses_to_person_array(poses, header(), 'coco17', tracked)
+    first, second = msg.persons
+    assert (first.track_id, second.track_id) == (5, -1)
+    assert first.keypoints[3].x == pytest.approx(float(smoothed[0, 3, 0]))
+    assert first.keypoints[3].score == pytest.approx(float(poses.keypoint_scores[0, 3]))
+    assert first.keypoints_3d[2].z == pytest.approx(kpts_3d[0, 2, 2])
+    assert math.isnan(second.keypoints_3d[4].x)
+    assert (first.position.z, first.velocity.x) == pytest.approx((2.0, 1.0))
+    assert math.isnan(second.position.x) and math.isnan(second.velocity.z)
+
+
+def test_untracked_people_have_nan_position_and_velocity():
+    msg = conversions.poses_to_person_array(some_poses(1), header(), 'coco17')
+    p = msg.persons[0]
+    assert math.isnan(p.position.x) and math.isnan(p.velocity.y) and p.track_id == -1

@@ -1,4 +1,6 @@
 """PersonArray -> MarkerArray: DELETEALL first, bones and joints on the documented plane."""
+import math
+
 import pytest
 
 pytest.importorskip('rclpy')
@@ -56,3 +58,30 @@ def test_colour_follows_the_track_id_when_tracked():
     tracked = person(track_id=7)
     assert person_rgba(tracked, 0) == person_rgba(person(), 7)
     assert person_rgba(person(), 0) != person_rgba(person(), 1)
+
+
+def camera():
+    from rtmo_ros.perception import PinholeCamera
+
+    return PinholeCamera.from_fields(640, 480, [500.0, 0, 300, 0, 400.0, 200, 0, 0, 1],
+                                     [0.0] * 5, [500.0, 0, 300, 0, 0, 400.0, 200, 0, 0, 0, 1, 0])
+
+
+def test_with_camera_info_joints_are_back_projected_with_the_real_intrinsics():
+    markers = person_array_to_markers(array(person()), (640, 480), STYLE, camera()).markers
+    p5 = markers[2].points[5]  # pixel (50, 25) at depth 2 m through fx 500, fy 400, c (300, 200)
+    assert (p5.x, p5.y, p5.z) == pytest.approx(((50 - 300) * 2 / 500, (25 - 200) * 2 / 400, 2))
+
+
+def test_with_depth_the_skeleton_stands_at_its_3d_points_with_its_track_id():
+    from geometry_msgs.msg import Point
+
+    p = person(track_id=4)
+    p.keypoints_3d = [Point(x=0.1 * k, y=0.2, z=3.0) for k in range(17)]
+    p.keypoints_3d[0] = Point(x=math.nan, y=math.nan, z=math.nan)  # no depth at the nose
+    markers = person_array_to_markers(array(p), (640, 480), STYLE, camera()).markers
+    joints = markers[2].points
+    assert len(joints) == 16 and (joints[4].x, joints[4].z) == pytest.approx((0.5, 3.0))
+    label = markers[3]
+    assert (label.ns, label.type, label.text) == ('track_ids', Marker.TEXT_VIEW_FACING, '#4')
+    assert label.color == person_rgba(p, 0) and label.pose.position.z == pytest.approx(3.0)

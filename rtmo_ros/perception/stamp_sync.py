@@ -3,7 +3,8 @@
 What message_filters' ApproximateTimeSynchronizer does for two topics, kept ROS-free and
 lock-protected so that subscription callbacks add while the node's worker thread looks up:
 an image is paired with the buffered item whose stamp is nearest to its own, if that is within
-the tolerance (``depth_sync_tolerance_s``); otherwise it has no partner (its 3D stays NaN).
+the tolerance (``depth_sync_tolerance_s``), and that item is used up, as the synchronizer
+deletes a matched message; otherwise the image has no partner (its 3D stays NaN).
 Unlike a synchronizer's callback, the lookup happens when the worker takes the image, after
 inference, so a depth image that arrives a little after its colour image is still found.
 """
@@ -22,12 +23,14 @@ class StampBuffer:
         with self._lock:
             self._items.append((int(stamp_ns), item))
 
-    def nearest(self, stamp_ns, tolerance_ns):
-        """The item whose stamp is nearest to ``stamp_ns`` within ``tolerance_ns``, or None."""
+    def take(self, stamp_ns, tolerance_ns):
+        """Remove and return the item whose stamp is nearest to ``stamp_ns`` within
+        ``tolerance_ns``, or None."""
         with self._lock:
             best = min(self._items, key=lambda entry: abs(entry[0] - stamp_ns), default=None)
-        if best is None or abs(best[0] - stamp_ns) > tolerance_ns:
-            return None
+            if best is None or abs(best[0] - stamp_ns) > tolerance_ns:
+                return None
+            self._items.remove(best)
         return best[1]
 
     def latest(self):
