@@ -5,7 +5,8 @@ mcap rosbag2 bags, writes image bags and ``rtmo_msgs/PersonArray`` bags. The ``r
 types are registered from their ``.msg`` files, so a bag written here has the exact message
 definitions (and type hashes) that ``ros2 bag`` records from the node. Depth images (REP 118:
 ``16UC1`` millimetres or ``32FC1`` metres) and ``sensor_msgs/CameraInfo`` are written and read
-back matched to their colour image by header stamp (:func:`read_synced`).
+back matched to their colour image by header stamp (:func:`read_synced`); every image, colour or
+depth, is decoded by the node's own :mod:`rtmo_ros.image_conversion`.
 """
 import collections
 from dataclasses import dataclass
@@ -29,9 +30,8 @@ COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 PERSON_ARRAY = 'rtmo_msgs/msg/PersonArray'
 IMAGE_TYPES = (IMAGE, COMPRESSED)
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
-# REP 118 depth encodings: array dtype of each (16UC1 in millimetres, 32FC1 in metres).
-DEPTH_ENCODINGS = {'16UC1': np.dtype(np.uint16), '32FC1': np.dtype(np.float32)}
-SYNC_TOLERANCE_NS = 10_000_000  # read_synced default: 10 ms, under a third of a 30 Hz period
+# read_synced default: 20 ms, the node's depth_sync_tolerance_s default (0.02 s)
+SYNC_TOLERANCE_NS = 20_000_000
 SYNC_MAX_PENDING = 64  # colour frames read_synced holds back at most while awaiting depth
 RTMO_MSGS = ('Keypoint2D', 'Person', 'PersonArray', 'SkeletonInfo')
 # rosbag2 metadata version 8 is what Jazzy writes; Jazzy and Kilted both read it.
@@ -302,38 +302,18 @@ def camera_matrix(info):
     return np.asarray(info.k, np.float64).reshape(3, 3)
 
 
-def depth_image_array(msg):
-    """Return (depth (H, W), encoding) of a deserialized depth ``Image``; raise ImageError.
+def depth_image_to_metres(msg, max_pixels=None):
+    """(H, W) float32 metres of a deserialized depth ``Image``, NaN where there is no reading.
 
-    16UC1: uint16 millimetres; 32FC1: float32 metres (native byte order, a copy). Any other
-    encoding, or a step / data length that does not fit the size, raises ImageError.
+    The node's decoding (:func:`rtmo_ros.image_conversion.depth_to_metres`: REP 118 16UC1 [mm]
+    or 32FC1 [m], header checked like a colour image's); an unusable message raises its
+    ImageError, prefixed with the stamp. ``max_pixels``: the node's ``max_image_pixels``.
     """
-    encoding, height, width = msg.encoding, int(msg.height), int(msg.width)
-    if encoding not in DEPTH_ENCODINGS:
-        raise ImageError(f'depth image at stamp {stamp_ns(msg.header)} ns has encoding '
-                         f'{encoding!r}; depth images must be 16UC1 [mm] or 32FC1 [m]')
-    dtype = DEPTH_ENCODINGS[encoding].newbyteorder('>' if msg.is_bigendian else '<')
-    row = width * dtype.itemsize
-    data = np.frombuffer(memoryview(msg.data).cast('B'), np.uint8)
-    if msg.step < row or data.size < msg.step * height:
-        raise ImageError(f'depth image at stamp {stamp_ns(msg.header)} ns: step {msg.step} '
-                         f'and {data.size} data bytes do not hold {height} rows of {width} '
-                         f'{encoding} pixels')
-    rows = data[:msg.step * height].reshape(height, msg.step)[:, :row]
-    array = np.ascontiguousarray(rows).view(dtype).reshape(height, width)
-    return array.astype(DEPTH_ENCODINGS[encoding]), encoding
-
-
-def depth_to_metres(depth, encoding):
-    """float32 metres of a depth array of ``encoding``; NaN where there is no depth.
-
-    No depth: 0 in 16UC1; 0, NaN or +-inf in 32FC1 (REP 118).
-    """
-    if encoding not in DEPTH_ENCODINGS:
-        raise ImageError(f'depth encoding {encoding!r} is not 16UC1 or 32FC1')
-    metres = depth.astype(np.float32) / (1000.0 if encoding == '16UC1' else 1.0)
-    metres[~np.isfinite(metres) | (metres <= 0)] = np.nan
-    return metres
+    kwargs = {} if max_pixels is None else {'max_pixels': int(max_pixels)}
+    try:
+        return image_conversion.depth_to_metres(msg, **kwargs)
+    except ImageError as exc:
+        raise ImageError(f'depth image at stamp {stamp_ns(msg.header)} ns: {exc}') from None
 
 
 @dataclass
@@ -341,34 +321,44 @@ class SyncedFrame:
     """A colour image with the depth image and camera info of the same header stamp.
 
     frame:          the colour image message, as :func:`read_frames` yields it.
-    depth:          (H, W) uint16 [mm] (16UC1) or float32 [m] (32FC1), or None: no depth
-                    message within the tolerance, or one that is unreadable (``depth_error``).
-    depth_encoding: ``16UC1`` / ``32FC1`` / None.
+    depth_m:        (H, W) float32 metres, NaN where no reading (decoded as the node decodes
+                    it), or None: no depth message within the tolerance, one that does not
+                    decode (``depth_error``), or ``decode=False``.
+    depth_encoding: ``encoding`` of the matched depth message (``16UC1`` / ``32FC1``) or None.
     depth_stamp_ns: header stamp of the matched depth message [ns] or None.
+    depth_frame_id: its header frame id, or None (not decoded).
+    depth_raw:      its serialized CDR bytes, as recorded (republished by the online replay).
     camera_info:    the matched deserialized ``CameraInfo`` or None.
     info_stamp_ns:  its header stamp [ns] or None.
-    depth_error:    why a matched depth message gave no array (ImageError text), else None.
+    info_raw:       its serialized CDR bytes or None.
+    depth_error:    why a matched depth message gave no depth (ImageError text), else None.
     """
 
     frame: Frame
-    depth: Optional[np.ndarray] = None
+    depth_m: Optional[np.ndarray] = None
     depth_encoding: Optional[str] = None
     depth_stamp_ns: Optional[int] = None
+    depth_frame_id: Optional[str] = None
+    depth_raw: Optional[bytes] = None
     camera_info: object = None
     info_stamp_ns: Optional[int] = None
+    info_raw: Optional[bytes] = None
     depth_error: Optional[str] = None
 
 
 def read_synced(reader, image_topic, depth_topic, info_topic=None,
-                tolerance_ns=SYNC_TOLERANCE_NS):
+                tolerance_ns=SYNC_TOLERANCE_NS, decode=True, max_pixels=None):
     """Yield a :class:`SyncedFrame` for every message of ``image_topic``, in recording order.
 
     Each colour image gets the depth message (``depth_topic``) and the ``CameraInfo``
     (``info_topic``, optional) whose header stamp is nearest to its own, if within
-    ``tolerance_ns`` (0: exact stamps only); else None. One pass over the bag: a colour frame
-    is yielded once a later depth (and info) stamp has been read, or when ``SYNC_MAX_PENDING``
-    frames wait (a topic that stopped), so memory stays bounded. It assumes that each topic's
-    header stamps increase in recording order, as a camera driver's do.
+    ``tolerance_ns`` (0: exact stamps only); else None. A depth message pairs with one image at
+    most (the first that takes it), as in the node. ``decode``: turn the depth into metres
+    (``depth_m``; ``max_pixels``: the node's size cap), False: keep its bytes only (the online
+    replay republishes them). One pass over the bag: a colour frame is yielded once a later
+    depth (and info) stamp has been read, or when ``SYNC_MAX_PENDING`` frames wait (a topic
+    that stopped), so memory stays bounded. It assumes that each topic's header stamps increase
+    in recording order, as a camera driver's do.
     """
     store = typestore()
     partners = {t: kind for t, kind in ((depth_topic, 'depth'), (info_topic, 'info')) if t}
@@ -392,9 +382,9 @@ def read_synced(reader, image_topic, depth_topic, info_topic=None,
         while pending and (len(pending) > SYNC_MAX_PENDING
                            or all(b.newest > pending[0].stamp_ns + tolerance_ns
                                   for b in buffers.values())):
-            yield _synced(pending.popleft(), buffers, tolerance_ns, store)
+            yield _synced(pending.popleft(), buffers, tolerance_ns, store, decode, max_pixels)
     while pending:
-        yield _synced(pending.popleft(), buffers, tolerance_ns, store)
+        yield _synced(pending.popleft(), buffers, tolerance_ns, store, decode, max_pixels)
 
 
 class _StampBuffer:
@@ -408,11 +398,18 @@ class _StampBuffer:
         self.items.append((stamp, rawdata, msgtype))
         self.newest = max(self.newest, stamp)
 
-    def nearest(self, stamp, tolerance_ns):
-        """The item nearest to ``stamp`` within the tolerance, or None; drops older items."""
+    def nearest(self, stamp, tolerance_ns, take=False):
+        """The item nearest to ``stamp`` within the tolerance, or None; drops older items.
+
+        ``take``: remove the item returned, so that it pairs with one image at most.
+        """
         self.items = [item for item in self.items if item[0] >= stamp - tolerance_ns]
         best = min(self.items, key=lambda item: abs(item[0] - stamp), default=None)
-        return best if best is not None and abs(best[0] - stamp) <= tolerance_ns else None
+        if best is None or abs(best[0] - stamp) > tolerance_ns:
+            return None
+        if take:
+            self.items.remove(best)
+        return best
 
 
 def _to_frame(store, connection, log_ns, rawdata, index):
@@ -426,48 +423,71 @@ def _to_frame(store, connection, log_ns, rawdata, index):
                  bytes(rawdata), msg, index)
 
 
-def _synced(frame, buffers, tolerance_ns, store):
+def _synced(frame, buffers, tolerance_ns, store, decode=True, max_pixels=None):
     out = SyncedFrame(frame)
-    if 'depth' in buffers:
-        item = buffers['depth'].nearest(frame.stamp_ns, tolerance_ns)
-        if item is not None:
-            out.depth_stamp_ns = item[0]
-            try:
-                out.depth, out.depth_encoding = depth_image_array(
-                    store.deserialize_cdr(item[1], item[2]))
-            except ImageError as exc:
-                out.depth_error = str(exc)
-            except Exception as exc:  # noqa: BLE001 - corrupt CDR
-                out.depth_error = f'depth message at stamp {item[0]} ns is unreadable ({exc})'
-    if 'info' in buffers:
-        item = buffers['info'].nearest(frame.stamp_ns, tolerance_ns)
-        if item is not None:
-            try:
-                out.camera_info = store.deserialize_cdr(item[1], item[2])
-                out.info_stamp_ns = item[0]
-            except Exception:  # noqa: BLE001 - corrupt CDR: no camera info for this frame
-                pass
+    # a depth image pairs with one colour image at most, as in the node (and message_filters'
+    # synchronizer); camera info is not used up (the node keeps the latest)
+    depth = (buffers['depth'].nearest(frame.stamp_ns, tolerance_ns, take=True)
+             if 'depth' in buffers else None)
+    if depth is not None:
+        out.depth_stamp_ns, out.depth_raw = depth[0], depth[1]
+        if decode:
+            _decode_depth(out, store, *depth, max_pixels)
+    info = buffers['info'].nearest(frame.stamp_ns, tolerance_ns) if 'info' in buffers else None
+    if info is not None:
+        try:
+            out.camera_info = store.deserialize_cdr(info[1], info[2])
+            out.info_stamp_ns, out.info_raw = info[0], info[1]
+        except Exception:  # noqa: BLE001 - corrupt CDR: no camera info for this frame
+            pass
     return out
 
 
+def _decode_depth(out, store, stamp, rawdata, msgtype, max_pixels):
+    """Fill the depth fields of SyncedFrame ``out`` from one serialized depth message."""
+    try:
+        msg = store.deserialize_cdr(rawdata, msgtype)
+    except Exception as exc:  # noqa: BLE001 - corrupt CDR
+        out.depth_error = f'depth message at stamp {stamp} ns is unreadable ({exc})'
+        return
+    out.depth_encoding, out.depth_frame_id = msg.encoding, msg.header.frame_id
+    try:
+        out.depth_m = depth_image_to_metres(msg, max_pixels)
+    except ImageError as exc:
+        out.depth_error = str(exc)
+
+
 # -- PersonArray <-> Poses -----------------------------------------------------------------------
-def poses_to_person_array(poses, ns, frame_id, skeleton):
+def poses_to_person_array(poses, ns, frame_id, skeleton, tracked=None):
     """Return a rosbags ``rtmo_msgs/PersonArray`` holding ``poses`` (pixels of the image).
 
-    ``track_id`` is -1 (untracked) and ``keypoints_3d`` NaN (no depth), as the node publishes
-    them without a tracker or depth image.
+    ``tracked``: the :class:`rtmo_ros.perception.Tracked` of these poses, as the node publishes
+    it: ``track_id``, the (smoothed) keypoints, ``keypoints_3d``, ``position`` and
+    ``velocity``. Without it: ``track_id`` -1, the raw keypoints and NaN 3D, what the node
+    publishes with tracking and depth off.
     """
     types = typestore().types
     kp_t, point_t = types['rtmo_msgs/msg/Keypoint2D'], types['geometry_msgs/msg/Point']
+    vector_t = types['geometry_msgs/msg/Vector3']
+    n, k = poses.keypoints.shape[:2]
+    if tracked is None:
+        ids, keypoints = np.full(n, -1), poses.keypoints
+        kpts_3d, position = np.full((n, k, 3), np.nan), np.full((n, 3), np.nan)
+        velocity = position
+    else:
+        ids, keypoints = tracked.track_ids, tracked.keypoints
+        kpts_3d, position, velocity = tracked.keypoints_3d, tracked.position, tracked.velocity
     persons = []
-    for i in range(len(poses)):
+    for i in range(n):
         x0, y0, x1, y1 = (float(v) for v in poses.boxes[i])
-        keypoints = [kp_t(x=float(x), y=float(y), score=float(s))
-                     for (x, y), s in zip(poses.keypoints[i], poses.keypoint_scores[i])]
-        nan = [point_t(x=np.nan, y=np.nan, z=np.nan) for _ in keypoints]
         persons.append(types['rtmo_msgs/msg/Person'](
             score=float(poses.scores[i]), x_min=x0, y_min=y0, x_max=x1, y_max=y1,
-            keypoints=keypoints, track_id=-1, keypoints_3d=nan))
+            keypoints=[kp_t(x=float(x), y=float(y), score=float(s))
+                       for (x, y), s in zip(keypoints[i], poses.keypoint_scores[i])],
+            track_id=int(ids[i]),
+            keypoints_3d=[point_t(x=float(x), y=float(y), z=float(z)) for x, y, z in kpts_3d[i]],
+            position=point_t(*(float(v) for v in position[i])),
+            velocity=vector_t(*(float(v) for v in velocity[i]))))
     return types[PERSON_ARRAY](header=make_header(ns, frame_id), skeleton=skeleton,
                                persons=persons)
 
@@ -482,6 +502,29 @@ def person_array_to_poses(msg, num_keypoints):
     return Poses(np.asarray(boxes, np.float32),
                  np.asarray([p.score for p in msg.persons], np.float32),
                  np.ascontiguousarray(kpts[..., :2]), np.ascontiguousarray(kpts[..., 2]))
+
+
+def person_array_to_tracked(msg, num_keypoints):
+    """Return the :class:`rtmo_ros.perception.Tracked` carried by a deserialized ``PersonArray``.
+
+    ``keypoints_3d`` of a person whose list is not K long (a producer without depth support
+    may leave it empty) are NaN; ``reset`` is False (a message does not say).
+    """
+    from rtmo_ros.perception import Tracked
+
+    n = len(msg.persons)
+    kpts = np.asarray([[(k.x, k.y) for k in p.keypoints] for p in msg.persons],
+                      np.float32).reshape(n, num_keypoints, 2)
+    kpts_3d = np.full((n, num_keypoints, 3), np.nan)
+    for i, person in enumerate(msg.persons):
+        if len(person.keypoints_3d) == num_keypoints:
+            kpts_3d[i] = [(q.x, q.y, q.z) for q in person.keypoints_3d]
+    position = np.asarray([(p.position.x, p.position.y, p.position.z) for p in msg.persons],
+                          np.float64).reshape(n, 3)
+    velocity = np.asarray([(p.velocity.x, p.velocity.y, p.velocity.z) for p in msg.persons],
+                          np.float64).reshape(n, 3)
+    return Tracked(np.asarray([p.track_id for p in msg.persons], np.int64).reshape(n), kpts,
+                   kpts_3d, position, velocity, False)
 
 
 # -- writing -------------------------------------------------------------------------------------

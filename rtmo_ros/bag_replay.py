@@ -16,6 +16,12 @@ Latency of a frame = time this process received the node's ``PersonArray`` minus
 published the image with the same header stamp (one monotonic clock, one process). Images that
 do not decode (``rtmo_ros.image_conversion.ImageError``, what makes the node skip them) are not
 published; a repeated header stamp is one frame (the node answers per stamp).
+
+With a depth and a camera info topic the node runs with ``use_depth:=true``; in both passes the
+depth image and the camera info paired with a frame (nearest header stamp within the node's
+``depth_sync_tolerance_s``) are published on ``<ns>/depth`` and ``<ns>/camera_info`` just
+before the image, as recorded. The track ids, 3D keypoints, positions and velocities are read
+back from the node's PersonArrays.
 """
 import os
 import pathlib
@@ -100,11 +106,11 @@ class NodeProcess:
 class PoseRecorder:
     """rclpy side of the replay: image publisher, raw PersonArray subscription, clocks."""
 
-    def __init__(self, namespace, msgtype):
+    def __init__(self, namespace, msgtype, depth=False):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CompressedImage, Image
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         self._rclpy = rclpy
         self.context = rclpy.Context()
@@ -119,6 +125,13 @@ class PoseRecorder:
         image_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.publisher = self.node.create_publisher(
             CompressedImage if compressed else Image, self.image_topic, image_qos)
+        # depth and camera info of each frame, published just before it (use_depth:=true)
+        self.partners = {}
+        if depth:
+            self.partners = {
+                'depth': self.node.create_publisher(Image, f'{namespace}/depth', image_qos),
+                'camera_info': self.node.create_publisher(CameraInfo, f'{namespace}/camera_info',
+                                                          image_qos)}
         self.sent_ns = {}       # header stamp -> monotonic ns at its first publish
         self.received = []      # (stamp ns, monotonic ns, wall-clock ns, CDR bytes)
         self.answered = set()   # header stamps of the PersonArrays received
@@ -140,10 +153,13 @@ class PoseRecorder:
     def wait_ready(self, node_process, timeout=READY_TIMEOUT_S):
         """Spin until the node subscribes to the images and publishes poses; then subscribe."""
         deadline = time.monotonic() + timeout
-        while self.publisher.get_subscription_count() == 0 or not self._poses_publishers():
+        publishers = [self.publisher, *self.partners.values()]
+        while (any(p.get_subscription_count() == 0 for p in publishers)
+               or not self._poses_publishers()):
             node_process.check_alive()
             if time.monotonic() > deadline:
-                raise BagError(f'the pose node did not subscribe to {self.image_topic} within '
+                topics = ', '.join(p.topic_name for p in publishers)
+                raise BagError(f'the pose node did not subscribe to {topics} within '
                                f'{timeout:.0f} s (log {node_process.log_path}: '
                                f'{node_process.log_tail()})')
             self.executor.spin_once(timeout_sec=0.1)
@@ -195,8 +211,14 @@ class PoseRecorder:
         while (left := deadline_ns - time.monotonic_ns()) > 0:
             self.executor.spin_once(timeout_sec=left / 1e9)
 
-    def publish(self, stamp, rawdata):
-        """Publish the serialized image ``rawdata`` whose header stamp is ``stamp``."""
+    def publish(self, stamp, rawdata, depth=None, camera_info=None):
+        """Publish the serialized image ``rawdata`` whose header stamp is ``stamp``.
+
+        ``depth`` / ``camera_info``: its serialized partners, published first (when given).
+        """
+        for name, partner in (('depth', depth), ('camera_info', camera_info)):
+            if partner is not None and name in self.partners:
+                self.partners[name].publish(partner)
         self.sent_ns.setdefault(stamp, time.monotonic_ns())
         self.publisher.publish(rawdata)
 
@@ -208,12 +230,15 @@ class PoseRecorder:
 
 def replay_online(reader, topic, model, backend='auto', rate=1.0, log_path='node.log',
                   score_thr=0.1, node_params=(), progress=True,
-                  frame_timeout=FRAME_TIMEOUT_S):
+                  frame_timeout=FRAME_TIMEOUT_S, depth_topic=None, info_topic=None,
+                  sync_tolerance_ns=bag_io.SYNC_TOLERANCE_NS):
     """Run the lock-step and the real-time pass of ``topic`` through one fresh pose node.
 
     Returns (lock-step :class:`RunResult`, real-time :class:`RunResult`). The real-time pass
     publishes at the recorded spacing (the bag's receive timestamps) divided by ``rate``.
-    ``node_params``: extra ``name:=value`` parameters for the node.
+    ``node_params``: extra ``name:=value`` parameters for the node (``use_depth:=true`` with
+    ``depth_topic`` and ``info_topic``, whose messages paired within ``sync_tolerance_ns``
+    are sent with each frame).
     """
     if rate <= 0:
         raise BagError(f'--rate must be > 0 (a replay speed multiplier), got {rate}')
@@ -223,19 +248,43 @@ def replay_online(reader, topic, model, backend='auto', rate=1.0, log_path='node
     transport = 'compressed' if msgtype == bag_io.COMPRESSED else 'raw'
     namespace = f'/rtmo_bag_eval_{os.getpid()}'
     node = NodeProcess(namespace, model, backend, transport, log_path, score_thr, node_params)
+    source = FrameSource(reader, topic, depth_topic, info_topic, sync_tolerance_ns)
     recorder = None
     try:
-        recorder = PoseRecorder(namespace, msgtype)
+        recorder = PoseRecorder(namespace, msgtype, depth=bool(depth_topic))
         recorder.wait_ready(node)
-        lockstep, skip = run_lockstep(recorder, node, reader, topic, frame_timeout,
+        lockstep, skip = run_lockstep(recorder, node, source, frame_timeout,
                                       node_max_pixels(node_params), progress)
-        realtime = run_realtime(recorder, node, reader, topic, rate, skip, progress)
+        realtime = run_realtime(recorder, node, source, rate, skip, progress)
         realtime.invalid, realtime.duplicates = lockstep.invalid, lockstep.duplicates
     finally:
         if recorder is not None:
             recorder.close()
         node.stop()
     return lockstep, realtime
+
+
+class FrameSource:
+    """The frames of one image topic with their serialized depth and camera info partners."""
+
+    def __init__(self, reader, topic, depth_topic=None, info_topic=None,
+                 sync_tolerance_ns=bag_io.SYNC_TOLERANCE_NS):
+        self.reader, self.topic = reader, topic
+        self.depth_topic, self.info_topic = depth_topic, info_topic
+        self.sync_tolerance_ns = sync_tolerance_ns
+
+    def __len__(self):
+        return bag_io.count_messages(self.reader, self.topic)
+
+    def __iter__(self):
+        """Yield (Frame, depth CDR bytes or None, camera info CDR bytes or None)."""
+        if not self.depth_topic:
+            for frame in bag_io.read_frames(self.reader, self.topic):
+                yield frame, None, None
+            return
+        for synced in bag_io.read_synced(self.reader, self.topic, self.depth_topic,
+                                         self.info_topic, self.sync_tolerance_ns, decode=False):
+            yield synced.frame, synced.depth_raw, synced.info_raw
 
 
 def node_max_pixels(node_params):
@@ -253,21 +302,19 @@ def node_max_pixels(node_params):
     return None
 
 
-def run_lockstep(recorder, node, reader, topic, frame_timeout=FRAME_TIMEOUT_S,
-                 max_pixels=None, progress=True):
+def run_lockstep(recorder, node, source, frame_timeout=FRAME_TIMEOUT_S, max_pixels=None,
+                 progress=True):
     """Send every frame when the previous answer has arrived; return (RunResult, skip).
 
-    Undecodable images are not sent (``skip``: their message indices, for the real-time
-    pass); a repeated stamp is sent once. A frame unanswered after ``frame_timeout`` s is a
-    miss (in ``timed_out``; an answer arriving later is ignored).
+    ``source``: a :class:`FrameSource`. Undecodable images are not sent (``skip``: their
+    message indices, for the real-time pass); a repeated stamp is sent once. A frame unanswered
+    after ``frame_timeout`` s is a miss (in ``timed_out``; an answer arriving later is ignored).
     """
     recorder.reset()
-    stamps, invalid, skip, duplicates, timed_out = [], [], set(), 0, []
+    stamps, invalid, skip, duplicates, timed_out, depth_frames = [], [], set(), 0, [], 0
     start = time.monotonic()
-    total = bag_io.count_messages(reader, topic)
-    frames = bag_io.read_frames(reader, topic)
-    for frame in tqdm(frames, total=total, unit='frame', desc='lock-step',
-                      disable=not progress):
+    for frame, depth, info in tqdm(source, total=len(source), unit='frame', desc='lock-step',
+                                   disable=not progress):
         try:
             frame.decode(max_pixels)
         except ImageError:
@@ -278,7 +325,8 @@ def run_lockstep(recorder, node, reader, topic, frame_timeout=FRAME_TIMEOUT_S,
             duplicates += 1
             continue
         stamps.append(frame.stamp_ns)
-        recorder.publish(frame.stamp_ns, frame.rawdata)
+        depth_frames += depth is not None and info is not None
+        recorder.publish(frame.stamp_ns, frame.rawdata, depth, info)
         if not recorder.wait_for([frame.stamp_ns], frame_timeout, node):
             timed_out.append(frame.stamp_ns)
     wall_s = time.monotonic() - start
@@ -286,31 +334,34 @@ def run_lockstep(recorder, node, reader, topic, frame_timeout=FRAME_TIMEOUT_S,
         recorder.wait_for(timed_out, frame_timeout, node)
     result = _collect(recorder, stamps, wall_s, exclude=set(timed_out))
     result.invalid, result.duplicates, result.timed_out = invalid, duplicates, timed_out
+    result.depth_frames = depth_frames if source.depth_topic else None
     return result, skip
 
 
-def run_realtime(recorder, node, reader, topic, rate=1.0, skip=(), progress=True):
+def run_realtime(recorder, node, source, rate=1.0, skip=(), progress=True):
     """Publish every frame (but ``skip``) at its recorded time / rate; return a RunResult."""
     recorder.reset()
-    stamps, first_log, last = {}, None, None
-    total = bag_io.count_messages(reader, topic)
+    stamps, first_log, last, depth_frames = {}, None, None, set()
     start, t0 = time.monotonic(), time.monotonic_ns()
-    messages = bag_io.read_raw(reader, topic)
-    for index, log_ns, stamp, rawdata in tqdm(messages, total=total, unit='frame',
-                                              desc='real time', disable=not progress):
-        if index in skip:
+    for frame, depth, info in tqdm(source, total=len(source), unit='frame',
+                                   desc='real time', disable=not progress):
+        if frame.index in skip:
             continue
-        first_log = log_ns if first_log is None else first_log
-        recorder.spin_until(t0 + int((log_ns - first_log) / rate))
-        recorder.publish(stamp, rawdata)
-        stamps.setdefault(stamp)
-        last = stamp
+        first_log = frame.log_ns if first_log is None else first_log
+        recorder.spin_until(t0 + int((frame.log_ns - first_log) / rate))
+        recorder.publish(frame.stamp_ns, frame.rawdata, depth, info)
+        stamps.setdefault(frame.stamp_ns)
+        if depth is not None and info is not None:
+            depth_frames.add(frame.stamp_ns)
+        last = frame.stamp_ns
         if len(stamps) % 30 == 0:
             node.check_alive()
     if last is not None:  # the newest frame is never dropped: its answer ends the pass
         recorder.wait_for([last], DRAIN_TIMEOUT_S, node)
         recorder.spin_until(time.monotonic_ns() + 200_000_000)  # late repeats
-    return _collect(recorder, list(stamps), time.monotonic() - start)
+    result = _collect(recorder, list(stamps), time.monotonic() - start)
+    result.depth_frames = len(depth_frames) if source.depth_topic else None
+    return result
 
 
 def _collect(recorder, stamps, wall_s, exclude=()):
@@ -320,7 +371,7 @@ def _collect(recorder, stamps, wall_s, exclude=()):
     (left over from the previous pass) and answers to ``exclude`` stamps are left out.
     """
     store = bag_io.typestore()
-    poses, latency, arrays = {}, {}, []
+    poses, tracks, latency, arrays = {}, {}, {}, []
     skeleton = None
     for stamp, mono_ns, wall_ns, raw in recorder.received:
         sent = recorder.sent_ns.get(stamp)
@@ -333,8 +384,9 @@ def _collect(recorder, stamps, wall_s, exclude=()):
         skeleton = msg.skeleton
         num_keypoints = len(msg.persons[0].keypoints) if msg.persons else 17
         poses[stamp] = bag_io.person_array_to_poses(msg, num_keypoints)
+        tracks[stamp] = bag_io.person_array_to_tracked(msg, num_keypoints)
         latency[stamp] = (mono_ns - sent) / 1e6
     info = recorder.skeleton_info
     return RunResult(stamps=stamps, poses=poses, latency_ms=latency, person_arrays=arrays,
                      skeleton=skeleton or (info.skeleton if info else 'coco17'), wall_s=wall_s,
-                     backend=info.backend if info else None)
+                     backend=info.backend if info else None, tracks=tracks)

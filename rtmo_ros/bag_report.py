@@ -12,6 +12,12 @@ Counting: ``frames`` are the distinct header stamps of the decodable images (the
 per stamp, so a repeated stamp is one frame, counted in ``duplicate_stamps``); undecodable images
 are skipped as the node skips them and counted in ``invalid``. Every file is written to a
 temporary name and renamed into place, so a reader never sees half a file.
+
+Tracking and 3D (:mod:`rtmo_ros.track_metrics`): with GT ``annotations[].track_id`` a pass with
+tracking on gets IDF1, HOTA, MOTA and ID switches over every GT frame in stamp order (a frame
+without an answer has no predictions: its people are misses); predictions with a track id are
+matched to GT per frame by box IoU >= 0.5. With GT ``keypoints_3d`` and ``position_3d`` a pass
+with depth gets the 3D keypoint and body position errors [m].
 """
 import contextlib
 from dataclasses import dataclass, field
@@ -117,6 +123,103 @@ def _fmt(value, digits=3):
     return f'{value:.{digits}f}' if isinstance(value, float) else str(value)
 
 
+# -- tracking and 3D ---------------------------------------------------------------------------
+TRACK_KEYS = ('idf1', 'hota', 'mota', 'id_switches')
+KPT3D_KEYS = ('kpt3d_err_median_m', 'kpt3d_err_p90_m', 'position_err_median_m',
+              'kpt3d_valid_fraction', 'position_valid_fraction')
+# report.json's accuracy keys when there is no ground truth (null, as AP)
+NO_EVALUATION = dict.fromkeys(('ap', 'ar') + TRACK_KEYS + KPT3D_KEYS)
+
+
+def gt_sequence(subset, stamp_to_id):
+    """(stamps, GT records per frame) of the evaluated GT images, in stamp order.
+
+    Records as :func:`rtmo_ros.track_metrics.gt_frames_from_coco` returns them.
+    """
+    from rtmo_ros import track_metrics
+
+    records = dict(zip((im['id'] for im in subset['images']),
+                       track_metrics.gt_frames_from_coco(subset)))
+    stamps = sorted(stamp_to_id)
+    return stamps, [records[stamp_to_id[s]] for s in stamps]
+
+
+def predicted_people(result, stamps):
+    """Per stamp, a list of dicts (``track_id``, ``box``, ``keypoints_3d``, ``position_3d``).
+
+    From ``result.tracks`` (as published); a frame without an answer has nobody; a frame
+    answered without tracks has its boxes untracked (-1) with NaN 3D.
+    """
+    frames = []
+    for stamp in stamps:
+        poses, tracked = result.poses.get(stamp), result.tracks.get(stamp)
+        people = []
+        for i in range(0 if poses is None else len(poses)):
+            if tracked is None:
+                k = poses.keypoints.shape[1]
+                people.append({'track_id': -1, 'box': poses.boxes[i],
+                               'keypoints_3d': np.full((k, 3), np.nan),
+                               'position_3d': np.full(3, np.nan)})
+            else:
+                people.append({'track_id': int(tracked.track_ids[i]), 'box': poses.boxes[i],
+                               'keypoints_3d': tracked.keypoints_3d[i],
+                               'position_3d': tracked.position[i]})
+        frames.append(people)
+    return frames
+
+
+def track_evaluation(gt_frames, pred_frames, tracking=True, depth=True):
+    """TRACK_KEYS and KPT3D_KEYS of one pass (None where they do not apply); return a dict.
+
+    Tracking metrics need ``tracking`` and a ``track_id`` on every GT person; 3D metrics need
+    ``depth`` and ``keypoints_3d`` / ``position_3d`` on every GT person. NaN (nothing to
+    average) becomes None, so report.json stays strict JSON.
+    """
+    from rtmo_ros import track_metrics
+
+    out = dict.fromkeys(TRACK_KEYS + KPT3D_KEYS)
+    people = [g for frame in gt_frames for g in frame]
+    if tracking and people and all(g['track_id'] >= 0 for g in people):
+        scores = track_metrics.tracking_metrics(
+            track_metrics.track_boxes(gt_frames),
+            [[(p['track_id'], p['box']) for p in frame] for frame in pred_frames])
+        out.update({key: _finite(scores[key]) for key in TRACK_KEYS})
+        out['gt_tracks'] = scores['gt_tracks']
+        out['pred_tracks'] = len({p['track_id'] for frame in pred_frames for p in frame} - {-1})
+    if depth and people and all('keypoints_3d' in g for g in people):
+        errors = track_metrics.keypoint3d_metrics(gt_frames, pred_frames)
+        out.update({key: _finite(errors[key]) for key in KPT3D_KEYS})
+    return out
+
+
+def keypoint3d_errors(gt_frames, pred_frames):
+    """Every 3D keypoint error [m] that :func:`track_metrics.keypoint3d_metrics` summarises.
+
+    Same matching (Hungarian on box IoU >= 0.5 per frame) and the same keypoints (GT v > 0,
+    finite prediction); for the histogram.
+    """
+    from rtmo_ros.track_metrics import match_boxes
+
+    errors = []
+    for gt, pred in zip(gt_frames, pred_frames):
+        rows, cols, _ = match_boxes([g['box'] for g in gt], [p['box'] for p in pred])
+        for r, c in zip(rows, cols):
+            labelled = np.asarray(gt[r]['visibility']) > 0
+            diff = (np.asarray(pred[c]['keypoints_3d'], np.float64)
+                    - np.asarray(gt[r]['keypoints_3d'], np.float64))[labelled]
+            err = np.linalg.norm(diff, axis=1)
+            errors += err[np.isfinite(err)].tolist()
+    return np.asarray(errors, np.float64)
+
+
+def _finite(value):
+    """A JSON-safe number: NaN / inf -> None, numpy scalars -> Python ones."""
+    if value is None:
+        return None
+    value = value.item() if hasattr(value, 'item') else value
+    return value if not isinstance(value, float) or math.isfinite(value) else None
+
+
 # -- the run and its report ----------------------------------------------------------------------
 @dataclass
 class RunResult:
@@ -134,6 +237,9 @@ class RunResult:
                    -1 where even the stamp is unreadable).
     duplicates:    decodable images whose stamp repeats an earlier one (not in ``stamps``).
     timed_out:     lock-step only: stamps whose answer did not arrive within the frame timeout.
+    tracks:        {stamp_ns: rtmo_ros.perception.Tracked} aligned with ``poses`` (track ids,
+                   3D keypoints, position, velocity as published); empty when not recorded.
+    depth_frames:  frames that had a depth image and camera info (sent online), or None.
     """
 
     stamps: list
@@ -146,14 +252,17 @@ class RunResult:
     invalid: list = field(default_factory=list)
     duplicates: int = 0
     timed_out: Optional[list] = None
+    tracks: dict = field(default_factory=dict)
+    depth_frames: Optional[int] = None
 
 
 def pass_counts(result):
-    """Frames, answers, drops, latency and throughput of one pass (a dict for report.json)."""
+    """Frames (with depth), answers, drops, latency and throughput of one pass (report.json)."""
     frames = list(dict.fromkeys(result.stamps))
     answered = [s for s in frames if s in result.poses]
     counts = [len(result.poses[s]) for s in answered]
-    return {
+    depth = {} if result.depth_frames is None else {'depth_frames': result.depth_frames}
+    return depth | {
         'frames': len(frames), 'processed': len(answered),
         'dropped': len(frames) - len(answered),
         'drop_rate': (len(frames) - len(answered)) / len(frames) if frames else 0.0,
@@ -177,7 +286,7 @@ def summary(result, evaluation, meta):
         report['timed_out'] = len(result.timed_out)
     report.update({'bag_duration_s': span_s, 'skeleton': result.skeleton,
                    'backend': result.backend or meta.get('backend')})
-    report.update(evaluation or {'ap': None, 'ar': None})
+    report.update(evaluation or NO_EVALUATION)
     return report
 
 
@@ -185,7 +294,7 @@ def realtime_summary(result, evaluation, rate):
     """The ``realtime`` entry of report.json: the pass at the bag's rate times ``rate``."""
     report = {'rate': rate}
     report.update(pass_counts(result))
-    report.update(evaluation or {'ap': None, 'ar': None})
+    report.update(evaluation or NO_EVALUATION)
     return report
 
 
@@ -283,9 +392,75 @@ def plot_precision_recall(path, precision):
     plt.close(fig)
 
 
+def _rgb(track_id):
+    """Matplotlib colour of a track id: the annotated images' colour (engine.draw)."""
+    from rtmo_ros.engine.draw import person_color
+
+    b, g, r = person_color(int(track_id))
+    return (r / 255, g / 255, b / 255)
+
+
+def plot_tracks(path, stamps, gt_frames, pred_frames):
+    """Box x centre [px] over time, one colour per predicted track id; GT tracks in grey.
+
+    ``stamps``: header stamps [ns] of the frames; ``gt_frames`` / ``pred_frames``: per frame,
+    records with ``track_id`` and ``box`` (:func:`gt_sequence`, :func:`predicted_people`).
+    An id switch shows as a colour change along one grey line.
+    """
+    plt, fig, ax = _figure()
+    t0 = min(stamps) if stamps else 0
+
+    def series(frames):
+        out = {}
+        for stamp, frame in zip(stamps, frames):
+            for person in frame:
+                x1, _, x2, _ = (float(v) for v in person['box'])
+                out.setdefault(person['track_id'], []).append(((stamp - t0) / 1e9,
+                                                               (x1 + x2) / 2))
+        return out
+
+    for i, points in enumerate(series(gt_frames).values()):
+        t, x = zip(*points)
+        ax.plot(t, x, '-', color='0.75', linewidth=4, label='ground truth' if i == 0 else None)
+    for track_id, points in sorted(series(pred_frames).items()):
+        t, x = zip(*points)
+        if track_id < 0:
+            ax.plot(t, x, '.', color='0.4', markersize=3, label='untracked')
+        else:
+            ax.plot(t, x, '.', color=_rgb(track_id), markersize=4)
+            ax.annotate(str(track_id), (t[0], x[0]), fontsize=7, color=_rgb(track_id),
+                        xytext=(2, 2), textcoords='offset points')
+    ax.set(xlabel='time [s] (image header stamp)', ylabel='box centre x [px]',
+           title='People over time, coloured by track id (labels: id at its first frame)')
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc='upper right', fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_kpt3d_errors(path, errors, median=None, p90=None):
+    """Histogram of the 3D keypoint errors [m] (every matched, labelled, lifted keypoint)."""
+    plt, fig, ax = _figure()
+    errors = np.asarray(errors, np.float64)
+    if errors.size:
+        top = max(float(np.percentile(errors, 99)), 1e-3)
+        ax.hist(np.clip(errors, 0, top), bins=40, range=(0, top), color='tab:purple', alpha=0.8)
+        for value, style, name in ((median, '--', 'median'), (p90, ':', 'p90')):
+            if value is not None:
+                ax.axvline(value, color='k', linestyle=style, label=f'{name} {value:.3f} m')
+        ax.legend()
+    ax.set(xlabel='3D keypoint error [m] (clipped at p99)', ylabel='keypoints',
+           title='3D keypoint error against ground truth')
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
 # -- files ---------------------------------------------------------------------------------------
 PLOTS = {'latency': 'latency_hist.png', 'persons': 'persons_over_time.png',
-         'precision_recall': 'precision_recall.png'}
+         'precision_recall': 'precision_recall.png', 'tracks': 'tracks_over_time.png',
+         'kpt3d_error': 'kpt3d_error_hist.png'}
 # Every name a run may write into its output folder; a new run removes them all first, so the
 # files of an earlier run (e.g. its predictions when this one has no ground truth) never mix in.
 OUTPUTS = ('report.json', 'report.md', 'predictions.json', 'predictions_realtime.json',
@@ -377,6 +552,43 @@ def _passes(report):
     return rows
 
 
+def _perception(report):
+    """'on / on / on (depth topic, info topic; N frames with depth)' of the report's flags."""
+    def word(flag):
+        return 'on' if flag else 'off'
+    text = ' / '.join(word(report.get(k)) for k in ('tracking', 'smoothing', 'depth'))
+    if report.get('depth'):
+        text += (f" (`{report.get('depth_topic')}`, `{report.get('camera_info_topic')}`; "
+                 f"{report.get('depth_frames')} of {report['frames']} frames with depth)")
+    return text
+
+
+def _track_rows(report, every):
+    """Markdown rows of the tracking and 3D figures (n/a rows say why)."""
+    realtime = report.get('realtime')
+    if not report.get('tracking'):
+        rows = [('IDF1 / HOTA / MOTA / ID switches', 'n/a (tracking off)')]
+    elif report.get('idf1') is None:
+        rows = [('IDF1 / HOTA / MOTA / ID switches', 'n/a (no track_id in the ground truth)')]
+    else:
+        def figures(r):
+            return (f"{_fmt(r.get('idf1'))} / {_fmt(r.get('hota'))} / {_fmt(r.get('mota'))} / "
+                    f"{_fmt(r.get('id_switches'))}")
+        rows = [(f'IDF1 / HOTA / MOTA / ID switches{every}', figures(report))]
+        if realtime is not None:
+            rows.append(('IDF1 / HOTA / MOTA / ID switches in real time (drops are misses)',
+                         figures(realtime)))
+    if report.get('kpt3d_valid_fraction') is not None:
+        rows += [(f'3D keypoint error median / p90 [m]{every}',
+                  f"{_fmt(report['kpt3d_err_median_m'])} / {_fmt(report['kpt3d_err_p90_m'])}"),
+                 ('body position error median [m]', _fmt(report['position_err_median_m'])),
+                 ('labelled GT keypoints with a 3D point',
+                  f"{100 * report['kpt3d_valid_fraction']:.1f} %")]
+    elif report.get('depth'):
+        rows.append(('3D keypoint error', 'n/a (no keypoints_3d in the ground truth)'))
+    return rows
+
+
 def markdown(report):
     """Return report.md text for a report.json dict."""
     online = report.get('mode') == 'online'
@@ -385,6 +597,8 @@ def markdown(report):
             ('mode', str(report.get('mode')) + (f" (rate x{report.get('rate') or 1.0:g})"
                                                 if online else '')),
             ('model / backend', f"`{report.get('model')}` / {report.get('backend')}")]
+    if 'tracking' in report:
+        rows.append(('tracking / smoothing / depth', _perception(report)))
     rows += _passes(report)
     rows.append(('persons per frame (mean)', _fmt(report['persons_per_frame'], 2)))
     every = ' (every frame, lock-step)' if realtime is not None else ''
@@ -396,6 +610,7 @@ def markdown(report):
         if realtime is not None:
             rows.append(('AP / AR in real time (drops are misses)',
                          f"{_fmt(realtime.get('ap'))} / {_fmt(realtime.get('ar'))}"))
+        rows += _track_rows(report, every)
         rows.append(('GT images evaluated', str(report.get('gt_images'))))
     else:
         rows.append(('AP', 'n/a (no ground truth given)'))
@@ -414,7 +629,9 @@ def markdown(report):
                                     else 'engine time per frame (pre-processing + inference + '
                                     'post-processing), no transport.')]
     for key, title in (('latency', 'Latency'), ('persons', 'Persons over time'),
-                       ('precision_recall', 'Precision / recall')):
+                       ('precision_recall', 'Precision / recall'),
+                       ('tracks', 'People over time by track id'),
+                       ('kpt3d_error', '3D keypoint error')):
         name = report.get('plots', {}).get(key)
         if name:
             lines += ['', f'## {title}', '', f'![{title}]({name})']
@@ -494,6 +711,8 @@ def write_report(out, result, gt, meta, storage='sqlite3', poses_topic='/poses',
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     evaluation, rt_evaluation, precision, gt_counts = None, None, None, None
+    tracking, depth = bool(meta.get('tracking')), bool(meta.get('depth'))
+    sequence = (list(dict.fromkeys(result.stamps)), None, None)  # (stamps, GT, predictions)
     written = []
     if gt is not None:
         stamps = list(result.stamps) + [s for s in result.invalid if s >= 0]
@@ -510,6 +729,12 @@ def write_report(out, result, gt, meta, storage='sqlite3', poses_topic='/poses',
             written.append('predictions_realtime.json')
         precision = precision_curves(subset, coco_results(result.poses, stamp_to_id))
         gt_counts = _gt_counts(subset, stamp_to_id)
+        stamps, gt_frames = gt_sequence(subset, stamp_to_id)
+        sequence = (stamps, gt_frames, predicted_people(result, stamps))
+        evaluation.update(track_evaluation(gt_frames, sequence[2], tracking, depth))
+        if realtime is not None:
+            rt_evaluation.update(track_evaluation(gt_frames, predicted_people(realtime, stamps),
+                                                  tracking, depth))
     topics = {poses_topic: result.person_arrays}
     if realtime is not None:
         topics[realtime_topic] = realtime.person_arrays
@@ -518,6 +743,7 @@ def write_report(out, result, gt, meta, storage='sqlite3', poses_topic='/poses',
     if realtime is not None:
         report['realtime'] = realtime_summary(realtime, rt_evaluation, meta.get('rate'))
     report['plots'] = _plots(out, result, report['mode'], gt_counts, precision, realtime)
+    report['plots'].update(_track_plots(out, result, sequence, report, tracking))
     written += ['poses_bag', 'report.json', 'report.md', *report['plots'].values()]
     if (out / 'node.log').is_file() and report['mode'] == 'online':
         written.append('node.log')
@@ -556,6 +782,23 @@ def _plots(out, result, mode, gt_counts, precision, realtime=None):
     if precision is not None:
         plot_precision_recall(out / PLOTS['precision_recall'], precision)
         plots['precision_recall'] = PLOTS['precision_recall']
+    return plots
+
+
+def _track_plots(out, result, sequence, report, tracking):
+    """The people-by-track plot (tracking on) and the 3D error histogram (3D evaluated)."""
+    stamps, gt_frames, pred_frames = sequence
+    plots = {}
+    if tracking:
+        if pred_frames is None:
+            pred_frames = predicted_people(result, stamps)
+        plot_tracks(out / PLOTS['tracks'], stamps, gt_frames or [[] for _ in stamps],
+                    pred_frames)
+        plots['tracks'] = PLOTS['tracks']
+    if report.get('kpt3d_err_median_m') is not None:
+        plot_kpt3d_errors(out / PLOTS['kpt3d_error'], keypoint3d_errors(gt_frames, pred_frames),
+                          report['kpt3d_err_median_m'], report['kpt3d_err_p90_m'])
+        plots['kpt3d_error'] = PLOTS['kpt3d_error']
     return plots
 
 

@@ -74,9 +74,9 @@ class NodeParams:
                                    '(needs tracking); false publishes the raw keypoints')
     smoothing_min_cutoff: float = _param(1.0, 'One-Euro cutoff of a still keypoint [Hz]; lower '
                                               'is smoother', low=1e-3, high=100.0)
-    smoothing_beta: float = _param(0.02, 'One-Euro cutoff rise per px/s of keypoint speed '
-                                         '[1/px]; higher follows fast motion with less lag',
-                                   low=0.0, high=10.0)
+    smoothing_beta: float = _param(10.0, 'One-Euro cutoff rise per body height/s of keypoint '
+                                         'speed; higher follows fast motion with less lag',
+                                   low=0.0, high=1000.0)
     smoothing_d_cutoff: float = _param(1.0, 'One-Euro cutoff of the speed estimate [Hz]',
                                        low=1e-3, high=100.0)
     use_depth: bool = _param(False, 'subscribe to depth (aligned 16UC1 mm / 32FC1 m) and '

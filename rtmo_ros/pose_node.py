@@ -21,6 +21,7 @@ a paused ``/clock`` stops ROS time. ``main`` spins a multi-threaded executor for
 import copy
 import functools
 import os
+import signal
 import threading
 import time
 
@@ -41,6 +42,10 @@ try:  # Iron and newer
     from rclpy.event_handler import SubscriptionEventCallbacks
 except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
+try:
+    from rclpy.exceptions import InvalidHandle
+except ImportError:  # Humble
+    from rclpy._rclpy_pybind11 import InvalidHandle
 
 from rtmo_msgs.msg import PersonArray, SkeletonInfo
 from rtmo_ros import conversions, image_qos, node_params
@@ -64,6 +69,7 @@ THROTTLE_S = 5.0  # at most one log line per cause every 5 s for per-frame probl
 STOP_TIMEOUT_S = 3.0  # deactivate/cleanup/shutdown wait this long for the frame in progress
 QOS_CHECK_PERIOD_S = 1.0  # how often qos_reliability auto looks at the image publishers
 EXIT_GRACE_S = 2.0  # autostart_failure exit: how long the last ERROR may wait for a reader
+DISCOVERY_S = 1.5  # ... and how long after start-up it waits before it is sent at the earliest
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      reliability=ReliabilityPolicy.RELIABLE)
 OUTPUT = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)  # matches every reader
@@ -145,6 +151,7 @@ class PoseNode(LifecycleNode):
         self._camera_infos = {}   # (frame_id, width, height) -> newest CameraInfo
         self._pubs = {}
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._born = time.monotonic()
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diag_timer = self.create_timer(
             self.params.diagnostics_period, self.publish_diagnostics,
@@ -259,6 +266,8 @@ class PoseNode(LifecycleNode):
     def _publish_last_words(self):
         """Publish the ERROR status once, delivered: a node that fails within a second of
         starting may not have matched the diagnostics aggregator yet."""
+        # discovery of the readers already on the network takes up to about a second
+        time.sleep(max(0.0, self._born + DISCOVERY_S - time.monotonic()))
         deadline = time.monotonic() + EXIT_GRACE_S
         while self._diag_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -621,6 +630,20 @@ def _stamp_ns(header):
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
+def spin(executor, node):
+    """Spin until the context shuts down or the node asks to exit.
+
+    A subscription destroyed (deactivate, a QoS change) while another executor thread builds
+    its wait set makes rclpy raise InvalidHandle out of spin (ros2/rclpy#1206, #1284, still in
+    rclpy 9): that wait is simply retried.
+    """
+    while executor.context.ok() and not node.exit_requested.done():
+        try:
+            executor.spin_once(timeout_sec=0.2)
+        except InvalidHandle:
+            continue
+
+
 def main(args=None):
     """Run the node; with ``autostart:=true`` it configures and activates itself.
 
@@ -641,12 +664,14 @@ def main(args=None):
     node.start()
     code = 0
     try:
-        executor.spin_until_future_complete(node.exit_requested)
+        spin(executor, node)
         if node.exit_requested.done():
             code = node.exit_requested.result()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # a second Ctrl-C (the terminal's and launch's) must not cut the release short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         busy = node.busy
         node._release_logged('exit')
         node.destroy_node()

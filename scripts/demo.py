@@ -1,13 +1,16 @@
 """`make demo`: the whole system, offline, from a fresh clone.
 
-1. writes a 30 Hz demo bag of synthetic people with matching COCO ground truth,
-2. starts the real pose node (lifecycle, ONNX Runtime on CPU) and sends it the bag over DDS
-   (on loopback; scripts/demo.sh sets the discovery range) twice, recording what it publishes:
-   in lock-step (each frame once the previous answer is back: the accuracy over every frame,
-   the same on a slow or a fast machine) and at the bag's 30 Hz (real time: drops, latency,
-   and the AP with the dropped frames as misses, which depend on the machine),
+1. writes a 30 Hz RGB-D demo bag of synthetic people (colour, aligned depth, camera info) with
+   matching COCO ground truth (track ids, 3D keypoints),
+2. starts the real pose node (lifecycle, ONNX Runtime on CPU, tracking, smoothing and depth on)
+   and sends it the bag over DDS (on loopback; scripts/demo.sh sets the discovery range) twice,
+   recording what it publishes: in lock-step (each frame once the previous answer is back: AP,
+   IDF1 / ID switches and 3D errors over every frame, the same on a slow or a fast machine) and
+   at the bag's 30 Hz (real time: drops, latency, and the AP with the dropped frames as misses,
+   which depend on the machine),
 3. writes the evaluation report (report.md/json, plots, predictions, PersonArray bag) and an
-   annotated image strip to demo_output/, and prints the headline figures.
+   annotated image strip (the node's lock-step output, track ids drawn) to demo_output/, and
+   prints the headline figures.
 
 Model: the bundled rtmo_ros/models/rtmo_tiny_synthetic.onnx (trained on synthetic people with
 rtmo_train). Without it (or with --random-model) an RTMO-tiny with seeded random weights is
@@ -73,22 +76,31 @@ def choose_model(args, out):
 STRIP = 'annotated_strip.png'
 
 
-def annotated_strip(bag, model, out, count=4):
-    """Run the engine on ``count`` evenly spaced frames, draw them side by side, save a PNG."""
+def annotated_strip(bag, out, count=4):
+    """Draw ``count`` evenly spaced frames with what the node published for them (lock-step
+    PersonArrays of ``out/poses_bag``: smoothed keypoints, track ids), side by side; save a PNG.
+    """
     from rtmo_ros import bag_io
+    from rtmo_ros.bag_eval import POSES_TOPIC
     from rtmo_ros.bag_report import atomic_path
-    from rtmo_ros.engine import PoseEstimator
     from rtmo_ros.engine.draw import draw_poses
+    from rtmo_ros.engine.skeleton import skeleton_for
 
+    published = {bag_io.stamp_ns(msg.header): msg
+                 for _, msg in bag_io.read_person_arrays(out / 'poses_bag', POSES_TOPIC)}
     reader = bag_io.open_bag(bag)
     try:
         topic = bag_io.choose_topic(reader, None)
-        frames = [f.decode() for f in bag_io.read_frames(reader, topic)]
+        frames = [f for f in bag_io.read_frames(reader, topic) if f.stamp_ns in published]
     finally:
         reader.close()
-    picks = np.linspace(0, len(frames) - 1, count).round().astype(int)
-    with PoseEstimator(str(model), backend='onnxruntime') as est:
-        tiles = [draw_poses(frames[i].copy(), est(frames[i]), est.skeleton) for i in picks]
+    tiles = []
+    for i in np.linspace(0, len(frames) - 1, count).round().astype(int):
+        msg = published[frames[i].stamp_ns]
+        k = len(msg.persons[0].keypoints) if msg.persons else 17
+        tracked = bag_io.person_array_to_tracked(msg, k)
+        tiles.append(draw_poses(frames[i].decode(), bag_io.person_array_to_poses(msg, k),
+                                skeleton_for(k), track_ids=tracked.track_ids))
     path = out / STRIP
     with atomic_path(path) as tmp:
         ok, png = cv2.imencode('.png', np.hstack(tiles))
@@ -102,11 +114,17 @@ def _ms(value):
     return 'n/a' if value is None else f'{value:.1f} ms'
 
 
+def _m(value):
+    return 'n/a' if value is None else f'{value:.3f} m'
+
+
 def headline(report, label, bag_hz):
-    """The printed summary: accuracy over every frame, then real time at the bag's rate."""
+    """The printed summary: accuracy, tracking and 3D over every frame, then real time."""
     rt = report['realtime']
     hz = bag_hz * rt['rate']
     lat, skipped = rt['latency_ms'], report['invalid'] + report['duplicate_stamps']
+    idf1 = 'n/a' if report.get('idf1') is None else f"{report['idf1']:.3f}"
+    valid = report.get('kpt3d_valid_fraction')
     return '\n'.join([
         '[demo] ================= headline =================',
         f'  model          {label}',
@@ -114,6 +132,12 @@ def headline(report, label, bag_hz):
         f"{report['frames']} frames (xtcocotools, maxDets 20)",
         f"                 lock-step through the node: {report['timed_out']} of "
         f"{report['frames']} timed out" + (f', {skipped} skipped' if skipped else ''),
+        f"  tracking       IDF1 {idf1}, {report.get('id_switches')} ID switches over all "
+        f"{report['frames']} frames (GT track ids, box IoU >= 0.5)",
+        f"  3D (depth)     keypoint error median {_m(report.get('kpt3d_err_median_m'))}, p90 "
+        f"{_m(report.get('kpt3d_err_p90_m'))}; body position median "
+        f"{_m(report.get('position_err_median_m'))}; "
+        + ('n/a' if valid is None else f'{100 * valid:.0f} %') + ' of GT keypoints lifted',
         f"  real time      at {hz:g} Hz: {rt['dropped']} of {rt['frames']} frames "
         f"dropped by the node (newest-frame-only), COCO AP {rt['ap']:.3f} (drops = misses)",
         f"  latency        p50 {_ms(lat['p50'])}, p95 {_ms(lat['p95'])}, max "
@@ -127,7 +151,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     from rtmo_ros.bag_eval import evaluate_bag
     from rtmo_ros.bag_report import clear_outputs, write_json
-    from rtmo_ros.demo_bag import RATE_HZ, write_demo_bag
+    from rtmo_ros.demo_bag import DEPTH_TOPIC, INFO_TOPIC, RATE_HZ, write_demo_bag
 
     clear_outputs(out, names=(STRIP,))  # evaluate_bag removes the report files itself
 
@@ -135,11 +159,13 @@ def main(argv=None):
     print(f'[demo] model: {label}')
     bag, gt = write_demo_bag(out / 'data', frames=args.frames, seed=args.seed, force=True,
                              width=args.width, height=args.height)
-    print(f'[demo] sending {args.frames} frames ({args.width}x{args.height}) to the pose node: '
-          f'in lock-step (accuracy), then at {RATE_HZ:g} Hz x {args.rate:g} (real time)')
+    print(f'[demo] sending {args.frames} frames ({args.width}x{args.height}, with depth) to the '
+          'pose node (tracking, smoothing, depth): in lock-step (accuracy), then at '
+          f'{RATE_HZ:g} Hz x {args.rate:g} (real time)')
     report = evaluate_bag(bag, gt=gt, mode='online', rate=args.rate, model=str(model),
-                          backend='onnxruntime', out=out)
-    strip = annotated_strip(bag, model, out)
+                          backend='onnxruntime', out=out, depth_topic=DEPTH_TOPIC,
+                          info_topic=INFO_TOPIC)
+    strip = annotated_strip(bag, out)
     report['demo_model'] = label
     report['files'] = sorted(set(report['files']) | {STRIP})
     write_json(out / 'report.json', report)

@@ -159,3 +159,102 @@ def test_undecodable_images_raise_the_nodes_image_error(tmp_path):
         with pytest.raises(ImageError, match=words) as info:
             frame.decode()
         assert str(frame.stamp_ns) in str(info.value)
+
+
+def some_tracked(poses, seed=0):
+    """A Tracked for ``poses``: ids, shifted keypoints, 3D with a NaN joint, position, velocity."""
+    from rtmo_ros.perception import Tracked
+
+    rng = np.random.default_rng(seed)
+    n, k = poses.keypoints.shape[:2]
+    kpts_3d = rng.uniform(-1, 3, (n, k, 3))
+    kpts_3d[:, 4] = np.nan
+    position = rng.uniform(-1, 3, (n, 3))
+    velocity = np.full((n, 3), np.nan)
+    velocity[1:] = rng.uniform(-1, 1, (n - 1, 3))
+    return Tracked(np.arange(7, 7 + n), (poses.keypoints + 0.5).astype(np.float32), kpts_3d,
+                   position, velocity, False)
+
+
+def test_person_arrays_carry_tracks_3d_position_and_velocity():
+    """With a Tracked: its ids, (smoothed) keypoints, 3D, position and velocity, NaN kept;
+    without: track_id -1, the raw keypoints, NaN everywhere (the node with both off)."""
+    poses = some_poses(3)
+    tracked = some_tracked(poses)
+    store = bag_io.typestore()
+    raw = store.serialize_cdr(bag_io.poses_to_person_array(poses, STAMP, 'cam', 'coco17', tracked),
+                              bag_io.PERSON_ARRAY)
+    back = bag_io.person_array_to_tracked(store.deserialize_cdr(raw, bag_io.PERSON_ARRAY), 17)
+    np.testing.assert_array_equal(back.track_ids, [7, 8, 9])
+    np.testing.assert_allclose(back.keypoints, tracked.keypoints, rtol=1e-6)
+    for name in ('keypoints_3d', 'position', 'velocity'):  # float64 on the wire: exact
+        np.testing.assert_array_equal(getattr(back, name), getattr(tracked, name))
+    plain = bag_io.poses_to_person_array(poses, STAMP, 'cam', 'coco17')
+    untracked = bag_io.person_array_to_tracked(plain, 17)
+    assert (untracked.track_ids == -1).all()
+    np.testing.assert_allclose(untracked.keypoints, poses.keypoints, rtol=1e-6)
+    assert np.isnan(untracked.keypoints_3d).all() and np.isnan(untracked.position).all()
+    assert np.isnan(untracked.velocity).all()
+    empty = bag_io.person_array_to_tracked(
+        bag_io.poses_to_person_array(Poses.empty(17), STAMP, 'cam', 'coco17'), 17)
+    assert len(empty) == 0 and empty.keypoints_3d.shape == (0, 17, 3)
+    # the real rtmo_msgs package reads the same bytes
+    serialization = pytest.importorskip('rclpy.serialization')
+    from rtmo_msgs.msg import PersonArray
+    msg = serialization.deserialize_message(bytes(raw), PersonArray)
+    person = msg.persons[1]
+    assert person.track_id == 8 and person.keypoints[0].x == pytest.approx(
+        float(tracked.keypoints[1, 0, 0]))
+    assert (person.position.x, person.velocity.z) == (tracked.position[1, 0],
+                                                      tracked.velocity[1, 2])
+    assert np.isnan(msg.persons[0].velocity.x) and np.isnan(person.keypoints_3d[4].z)
+
+
+def test_read_synced_decodes_depth_as_the_node_does(tmp_path):
+    """depth_m is image_conversion.depth_to_metres of the message; decode=False keeps the bytes
+    (republished online) and decodes nothing."""
+    from rtmo_ros import image_conversion
+
+    depth = np.array([[0.0, 1.2344, np.nan], [70.0, -1.0, 2.0]])
+    image = np.zeros((2, 3, 3), np.uint8)
+    K = np.array([[2.0, 0, 1], [0, 2, 0.5], [0, 0, 1]])
+    depth_msg = bag_io.depth_to_image_msg(depth, STAMP, 'cam')
+    with bag_io.BagWriter(tmp_path / 'bag', 'sqlite3') as writer:
+        writer.write('/c/image', bag_io.IMAGE, 1, bag_io.bgr_to_image_msg(image, STAMP, 'cam'))
+        writer.write('/c/depth', bag_io.IMAGE, 2, depth_msg)
+        writer.write('/c/info', bag_io.CAMERA_INFO, 3,
+                     bag_io.camera_info_msg(K, 3, 2, STAMP, 'cam'))
+    reader = bag_io.open_bag(tmp_path / 'bag')
+    try:
+        decoded, = bag_io.read_synced(reader, '/c/image', '/c/depth', '/c/info')
+        raw, = bag_io.read_synced(reader, '/c/image', '/c/depth', '/c/info', decode=False)
+        capped, = bag_io.read_synced(reader, '/c/image', '/c/depth', max_pixels=5)
+    finally:
+        reader.close()
+    expected = image_conversion.depth_to_metres(depth_msg)
+    np.testing.assert_array_equal(decoded.depth_m, expected)
+    np.testing.assert_allclose(expected, [[np.nan, 1.234, np.nan], [np.nan, np.nan, 2.0]])
+    assert (decoded.depth_encoding, decoded.depth_frame_id) == ('16UC1', 'cam')
+    store = bag_io.typestore()
+    assert raw.depth_m is None and raw.depth_error is None
+    assert store.deserialize_cdr(raw.depth_raw, bag_io.IMAGE).encoding == '16UC1'
+    assert bag_io.cdr_stamp(raw.info_raw) == STAMP == raw.depth_stamp_ns
+    assert capped.depth_m is None and str(STAMP) in capped.depth_error
+
+
+def test_read_synced_pairs_a_depth_image_with_one_colour_image(tmp_path):
+    """As the node (and message_filters): a matched depth message is used up."""
+    ms = 1_000_000
+    image, depth = np.zeros((2, 3, 3), np.uint8), np.full((2, 3), 1.5)
+    with bag_io.BagWriter(tmp_path / 'bag', 'sqlite3') as writer:
+        for stamp in (0, 30 * ms):  # one depth image at 15 ms, within 20 ms of both
+            writer.write('/c/image', bag_io.IMAGE, stamp,
+                         bag_io.bgr_to_image_msg(image, stamp, 'c'))
+        writer.write('/c/depth', bag_io.IMAGE, 40 * ms,
+                     bag_io.depth_to_image_msg(depth, 15 * ms, 'c'))
+    reader = bag_io.open_bag(tmp_path / 'bag')
+    try:
+        synced = list(bag_io.read_synced(reader, '/c/image', '/c/depth'))
+    finally:
+        reader.close()
+    assert [s.depth_stamp_ns for s in synced] == [15 * ms, None]

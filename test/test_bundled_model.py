@@ -48,8 +48,9 @@ def xtcocotools_ap(gt_path, predictions_path):
 def test_finds_the_synthetic_people_on_an_unseen_demo_bag(tmp_path, size):
     bag, gt = demo_bag.write_demo_bag(tmp_path / 'bag', frames=24, seed=11, width=size[0],
                                       height=size[1], progress=False)
+    # the model's own keypoints: smoothing (on by default, as in the node) lags walkers
     report = bag_eval.evaluate_bag(bag, gt=gt, model=str(ONNX), backend='onnxruntime',
-                                   out=tmp_path / 'out', progress=False)
+                                   out=tmp_path / 'out', progress=False, smoothing=False)
     assert report['ap'] >= 0.5 and report['dropped'] == 0
     independent = xtcocotools_ap(tmp_path / 'out' / 'gt.json',
                                  tmp_path / 'out' / 'predictions.json')

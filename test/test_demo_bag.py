@@ -123,16 +123,16 @@ def test_depth_bag_has_aligned_depth_and_camera_info_on_every_stamp(rgbd):
     K = scene_camera_matrix(160, 120)
     for s, (_, depth_m, _) in zip(synced, rendered):
         assert s.depth_stamp_ns == s.info_stamp_ns == s.frame.stamp_ns and s.depth_error is None
-        assert s.depth_encoding == '16UC1' and s.depth.dtype == np.uint16
-        assert s.depth.shape == s.frame.decode().shape[:2] == (120, 160)
-        assert np.abs(bag_io.depth_to_metres(s.depth, '16UC1') - depth_m).max() <= 0.0005
+        assert s.depth_encoding == '16UC1' and s.depth_m.dtype == np.float32
+        assert s.depth_m.shape == s.frame.decode().shape[:2] == (120, 160)
+        assert np.abs(s.depth_m - depth_m).max() <= 0.0005
         info = s.camera_info
         assert info.header.frame_id == s.frame.frame_id == 'camera_optical'
         assert (info.width, info.height, info.distortion_model) == (160, 120, 'plumb_bob')
         np.testing.assert_array_equal(bag_io.camera_matrix(info), K)
         np.testing.assert_array_equal(info.d, np.zeros(5))
         np.testing.assert_array_equal(np.asarray(info.p).reshape(3, 4)[:, :3], K)
-    assert set(np.unique(synced[0].depth)) >= {2500, 4000, 6000}  # walkers 0, 1 and the wall
+    assert set(np.unique(synced[0].depth_m).tolist()) >= {2.5, 4.0, 6.0}  # walkers 0, 1, wall
 
 
 def test_gt_has_tracks_and_3d_keypoints_that_project_onto_the_2d_ones(rgbd):
@@ -140,7 +140,7 @@ def test_gt_has_tracks_and_3d_keypoints_that_project_onto_the_2d_ones(rgbd):
     K = np.asarray(gt['info']['camera_matrix']).reshape(3, 3)
     np.testing.assert_array_equal(K, bag_io.camera_matrix(rgbd['synced'][0].camera_info))
     assert gt['info']['topics']['depth'] == '/camera/depth/image_raw'
-    depth = {s.frame.stamp_ns: bag_io.depth_to_metres(s.depth, '16UC1') for s in rgbd['synced']}
+    depth = {s.frame.stamp_ns: s.depth_m for s in rgbd['synced']}
     stamps = {im['id']: im['stamp_ns'] for im in gt['images']}
     assert {a['track_id'] for a in gt['annotations']} == {0, 1, 2}
     for ann in gt['annotations']:
@@ -181,22 +181,21 @@ def depth_msg_32f(depth, ns, bigendian=False, pad=0):
 
 
 def test_depth_messages_decode_to_metres():
+    """Written as 16UC1 millimetres; read back by the node's decoding (image_conversion)."""
     depth = np.array([[0.0, 1.2344, np.nan], [70.0, -1.0, 2.0]], np.float32)
     msg = bag_io.depth_to_image_msg(depth, 5, 'cam')
-    array, encoding = bag_io.depth_image_array(msg)
-    assert encoding == '16UC1' and array.tolist() == [[0, 1234, 0], [0, 0, 2000]]
-    metres = bag_io.depth_to_metres(array, encoding)
+    assert msg.encoding == '16UC1'
+    assert np.frombuffer(msg.data, '<u2').tolist() == [0, 1234, 0, 0, 0, 2000]
+    metres = bag_io.depth_image_to_metres(msg)
     np.testing.assert_allclose(metres, [[np.nan, 1.234, np.nan], [np.nan, np.nan, 2.0]])
     for bigendian, pad in ((False, 0), (True, 4)):
-        array, encoding = bag_io.depth_image_array(depth_msg_32f(depth, 5, bigendian, pad))
-        assert encoding == '32FC1' and array.dtype == np.float32
-        np.testing.assert_array_equal(array, depth)
-        assert np.isnan(bag_io.depth_to_metres(array, encoding)[1]).tolist() == [
-            False, True, False]
-    with pytest.raises(bag_io.ImageError, match='16UC1 .mm. or 32FC1'):
-        bag_io.depth_image_array(dataclasses.replace(msg, encoding='mono8'))
-    with pytest.raises(bag_io.ImageError, match='do not hold 2 rows'):
-        bag_io.depth_image_array(dataclasses.replace(msg, data=msg.data[:-1]))
+        metres = bag_io.depth_image_to_metres(depth_msg_32f(depth, 5, bigendian, pad))
+        assert metres.dtype == np.float32
+        np.testing.assert_array_equal(metres, np.where(depth > 0, depth, np.nan))
+    with pytest.raises(bag_io.ImageError, match='stamp 5 ns.*mono8.*16UC1, 32FC1'):
+        bag_io.depth_image_to_metres(dataclasses.replace(msg, encoding='mono8'))
+    with pytest.raises(bag_io.ImageError, match='truncated'):
+        bag_io.depth_image_to_metres(dataclasses.replace(msg, data=msg.data[:-1]))
 
 
 def test_read_synced_matches_nearest_stamp_within_tolerance(tmp_path):
@@ -226,13 +225,13 @@ def test_read_synced_matches_nearest_stamp_within_tolerance(tmp_path):
     finally:
         reader.close()
     assert [s.frame.index for s in near] == [0, 1, 2, 3, 4]
-    assert [None if s.depth is None else int(s.depth[0, 0]) for s in near] == [
-        1500, 3000, None, 6000, None]
+    assert [None if s.depth_m is None else float(s.depth_m[0, 0]) for s in near] == [
+        1.5, 3.0, None, 6.0, None]
     assert near[3].depth_stamp_ns == 304 * ms and near[2].depth_stamp_ns is None
     assert near[4].depth_error and 'rgb8' in near[4].depth_error
     assert [s.info_stamp_ns for s in near] == [0, 100 * ms, None, None, None]
     np.testing.assert_array_equal(bag_io.camera_matrix(near[1].camera_info), K)
-    assert [s.depth is not None for s in exact] == [True, True, False, False, False]
+    assert [s.depth_m is not None for s in exact] == [True, True, False, False, False]
     assert all(s.camera_info is None for s in exact)
 
 
@@ -249,7 +248,7 @@ def test_metrics_on_the_demo_gt(rgbd):
     K = bag_io.camera_matrix(rgbd['synced'][0].camera_info)
     lifted = []
     for frame, synced in zip(gt, rgbd['synced']):
-        depth = bag_io.depth_to_metres(synced.depth, synced.depth_encoding)
+        depth = synced.depth_m
         people = []
         for person in frame:
             xy = person['keypoints_2d']

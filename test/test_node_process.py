@@ -144,7 +144,8 @@ def test_autostart_failure_exit_publishes_the_error_then_exits_1(start):
     def errors():
         return [s for s in node.diags if s.level == DiagnosticStatus.ERROR]
 
-    assert wait_for(errors, 5.0) and 'does not exist' in errors()[-1].message
+    assert wait_for(errors, 5.0), (node.diags, node.log())
+    assert 'does not exist' in errors()[-1].message
     assert 'autostart_failure is exit' in node.log()
 
 
@@ -218,7 +219,8 @@ def test_auto_qos_turns_reliable_for_a_reliable_camera_and_gets_every_720p_frame
     camera = node.client.create_publisher(Image, 'image', RELIABLE)
     assert wait_for(lambda: node.subscription_reliability('image')
                     == [ReliabilityPolicy.RELIABLE], 30.0)
-    assert wait_for(lambda: '(reliable)' in node.log(), 5.0)
+    assert wait_for(lambda: 'image (reliable)' in node.log()
+                    or 'image offer [\'reliable\']: subscribing reliable' in node.log(), 5.0)
     image = people_image(1280, 720)
     for stamp in range(200, 205):
         camera.publish(bgr_to_image(image, header(stamp)))

@@ -130,3 +130,21 @@ def test_forgotten_and_reset_tracks_start_again_from_the_raw_sample():
 def test_duplicate_track_ids_are_refused():
     with pytest.raises(ValueError, match='unique'):
         KeypointSmoother().update(np.array([3, 3]), still(), None, T0)
+
+
+def test_speeds_in_body_heights_smooth_a_person_alike_at_any_size():
+    """The same walk seen twice as large (twice the pixels, twice the box height) is smoothed
+    by the same fraction of the person's height, so one beta suits near and far people."""
+    rng = np.random.default_rng(3)
+    t = np.arange(60) / 30.0
+    walk = 100 + 120 * t[:, None, None, None] + rng.normal(0, 2, (60, 1, 17, 2))
+    outputs = []
+    for factor in (1.0, 2.0):
+        smoother = KeypointSmoother(1.0, 10.0, 1.0)
+        out = [smoother.update(np.array([0]), factor * walk[i], None, t[i],
+                               scales=[factor * 150.0])[0] for i in range(60)]
+        outputs.append(np.array(out) / factor)
+    assert np.allclose(outputs[0], outputs[1], atol=1e-6)
+    unscaled = KeypointSmoother(1.0, 10.0 / 150.0, 1.0)
+    plain = [unscaled.update(np.array([0]), walk[i], None, t[i])[0] for i in range(60)]
+    assert np.allclose(outputs[0], np.array(plain), atol=1e-6)  # beta / h == beta in 1/px

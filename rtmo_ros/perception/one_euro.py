@@ -47,21 +47,29 @@ class OneEuro:
         self._t = np.zeros((0,) + self.shape)        # per element; NaN = no sample yet
         self._stamp = None
 
-    def __call__(self, keys, x, stamp_s):
-        """Filter ``x`` (M, *shape) for ``keys`` (M,) unique at ``stamp_s``; NaN stays NaN."""
+    def __call__(self, keys, x, stamp_s, scale=None):
+        """Filter ``x`` (M, *shape) for ``keys`` (M,) unique at ``stamp_s``; NaN stays NaN.
+
+        ``scale`` (M,): the unit of each key's speed in the cutoff (``beta * |speed| / scale``),
+        e.g. a person's box height, so that near and far people, at any image size, are
+        smoothed alike; None: 1.
+        """
         if self._stamp is not None and stamp_s < self._stamp:
             self.reset()
         self._stamp = stamp_s
         self._forget(stamp_s)
         rows = np.array([self._row(key) for key in keys], np.int64)
         self._seen[rows] = stamp_s
-        out, update, edx = self._step(rows, np.asarray(x, np.float64), stamp_s)
+        scale = np.ones(len(rows)) if scale is None else np.maximum(np.asarray(scale, float),
+                                                                     1e-9)
+        scale = scale.reshape((-1,) + (1,) * len(self.shape))
+        out, update, edx = self._step(rows, np.asarray(x, np.float64), stamp_s, scale)
         for state, value in ((self._x, out), (self._raw, x), (self._dx, edx),
                              (self._t, stamp_s)):
             state[rows] = np.where(update, value, state[rows])
         return out
 
-    def _step(self, rows, x, stamp_s):
+    def _step(self, rows, x, stamp_s, scale):
         """Filtered output, which elements update their state, and the filtered speed."""
         t, x_hat, dx_hat, raw = self._t[rows], self._x[rows], self._dx[rows], self._raw[rows]
         valid, fresh = ~np.isnan(x), np.isnan(t)
@@ -70,7 +78,7 @@ class OneEuro:
         dt = np.where(step, dt, 1.0)                 # placeholder where no step is taken
         dx = (x - raw) / dt
         edx = dx_hat + smoothing_factor(self.d_cutoff, dt) * (dx - dx_hat)
-        cutoff = self.min_cutoff + self.beta * np.abs(edx)
+        cutoff = self.min_cutoff + self.beta * np.abs(edx) / scale
         stepped = x_hat + smoothing_factor(cutoff, dt) * (x - x_hat)
         # first sample passes through; a repeated stamp repeats the last output
         out = np.where(step, stepped, np.where(fresh, x, x_hat))
@@ -114,8 +122,11 @@ class KeypointSmoother:
         self.depth_beta, self.forget_s = depth_beta, forget_s
         self._xy = self._depth = None
 
-    def update(self, track_ids, keypoints, depths, stamp_s):
+    def update(self, track_ids, keypoints, depths, stamp_s, scales=None):
         """Smooth ``keypoints`` (N, K, 2) and ``depths`` (N, K) or None of ``track_ids`` (N,).
+
+        ``scales`` (N,): each person's size in px (box height) that keypoint speeds are measured
+        in (``beta`` is then per size/s); None: speeds in px/s.
 
         Returns (keypoints, depths or None), aligned with the input. Ids of -1 (untracked) pass
         through unfiltered; the other ids must be unique.
@@ -128,7 +139,8 @@ class KeypointSmoother:
         k = keypoints.shape[1]
         self._xy = self._bank(self._xy, (k, 2), self.beta)
         out_xy = np.array(keypoints, np.float64)
-        out_xy[tracked] = self._xy(keys, out_xy[tracked], stamp_s)
+        unit = None if scales is None else np.asarray(scales, np.float64)[tracked]
+        out_xy[tracked] = self._xy(keys, out_xy[tracked], stamp_s, unit)
         if depths is None:
             return out_xy, None
         self._depth = self._bank(self._depth, (k,), self.depth_beta)
