@@ -4,6 +4,8 @@ import colorsys
 import cv2
 import numpy as np
 
+UNTRACKED = (160, 160, 160)  # BGR grey: a person the tracker gave no id (with track_ids)
+
 
 def person_color(index):
     """A BGR colour for person ``index``: hues spaced by the golden ratio stay distinct."""
@@ -19,7 +21,7 @@ def draw_poses(image_bgr, poses, skeleton, kpt_thr=0.3, draw_boxes=True, track_i
     ``skeleton`` its :class:`~rtmo_ros.engine.skeleton.Skeleton`. Joints with a score
     <= ``kpt_thr`` and the bones touching them are not drawn. ``track_ids`` ((N,), -1 =
     untracked): each tracked person is drawn in its id's colour with ``#id`` at its box, the
-    colours of the node's markers. The input is not modified.
+    colours of the node's markers, and untracked ones in grey. The input is not modified.
     """
     canvas = image_bgr.copy()
     scale = max(canvas.shape[:2]) / 640.0
@@ -27,7 +29,8 @@ def draw_poses(image_bgr, poses, skeleton, kpt_thr=0.3, draw_boxes=True, track_i
     radius = max(2, int(round(3 * scale)))
     ids = np.full(len(poses), -1) if track_ids is None else np.asarray(track_ids)
     for i in range(len(poses)):
-        color = person_color(ids[i] if ids[i] >= 0 else i)
+        color = (person_color(ids[i]) if ids[i] >= 0
+                 else person_color(i) if track_ids is None else UNTRACKED)
         x1, y1, x2, y2 = np.round(poses.boxes[i]).astype(int)
         if draw_boxes:
             cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
