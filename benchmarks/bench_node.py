@@ -7,7 +7,10 @@ one frame at a time and waits for its PersonArray (latency = publish -> PersonAr
 including DDS transport of the image, conversion, engine, messages), then runs the engine
 itself (``PoseEstimator.__call__``) on the same frame in this process with the same model,
 backend and thread count, alternating frame by frame so both see the same machine load.
-Prints both and their ratio (target <= 1.10 on CPU).
+Prints both and their ratio (target <= 1.10 on CPU). Then times the node's perception stage
+(depth decoding, tracking, smoothing, 3D lifting: ``rtmo_ros.perception.PersonPipeline``) for
+10 moving people with a 640x480 depth image, and prints it as a share of the engine's median
+time of the same run (target <= 1 %).
 Run it from a shell where ``env.sh`` and ``scripts/loopback_dds.sh`` are sourced.
 """
 import argparse
@@ -107,6 +110,36 @@ def measure(args, images, engine):
         proc.wait(timeout=10)
 
 
+def perception_ms(repeats=300, people=10, size=(640, 480)):
+    """Median ms of the node's perception stage for ``people`` walkers with depth."""
+    from sensor_msgs.msg import Image
+
+    from rtmo_ros.engine.poses import Poses
+    from rtmo_ros.image_conversion import depth_to_metres
+    from rtmo_ros.perception import PersonPipeline, PinholeCamera
+
+    w, h = size
+    rng = np.random.default_rng(0)
+    boxes = np.stack([np.linspace(10, w - 70, people), np.full(people, 100.0)], 1)
+    boxes = np.concatenate([boxes, boxes + [60, 200]], 1).astype(np.float32)
+    pose = rng.uniform(0, 1, (people, 17, 2)) * [60, 200]
+    depth = Image(width=w, height=h, encoding='16UC1', step=2 * w,
+                  data=rng.integers(1500, 5000, (h, w), np.uint16).tobytes())
+    f = 0.9 * w
+    camera = PinholeCamera.from_fields(w, h, [f, 0, w / 2, 0, f, h / 2, 0, 0, 1], [0.0] * 5,
+                                       [f, 0, w / 2, 0, 0, f, h / 2, 0, 0, 0, 1, 0])
+    pipeline, times = PersonPipeline(), []
+    for i in range(repeats):
+        shift = np.float32(2.0 * i % 200)
+        poses = Poses(boxes + [shift, 0, shift, 0], np.full(people, 0.9, np.float32),
+                      (boxes[:, None, :2] + pose + [shift, 0]).astype(np.float32),
+                      np.full((people, 17), 0.9, np.float32))
+        t0 = time.perf_counter()
+        pipeline.update(poses, i / 30.0, depth_to_metres(depth), camera)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times[10:]))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model', default=str(REPO.parent / 'shared' / 'parity' /
@@ -128,6 +161,10 @@ def main():
               f'  p90 {1e3 * np.percentile(t, 90):7.1f} ms  (n={len(t)})')
     print(f'node/engine ratio (median): {np.median(node) / np.median(engine):.3f}  '
           f'(mean: {node.mean() / engine.mean():.3f}; target <= 1.10)')
+    perception = perception_ms()
+    print(f'perception stage (10 people, 640x480 depth: decode + track + smooth + lift) median '
+          f'{perception:.2f} ms = {100 * perception / (1e3 * np.median(engine)):.2f} % of the '
+          'engine median (target <= 1 %)')
     if len(windows):  # includes warm-up frames: a cross-check, not the headline
         inside = (windows[:, 0] * windows[:, 1]).sum() / windows[:, 0].sum() / 1e3
         print(f'engine inside the node (its /diagnostics stage times) mean {1e3 * inside:.1f} ms;'
