@@ -35,6 +35,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
+from waiting import wait_for  # noqa: E402
 
 from rtmo_msgs.msg import PersonArray  # noqa: E402
 from rtmo_ros.image_conversion import bgr_to_image  # noqa: E402
@@ -168,12 +169,6 @@ def client():
     yield made
     made.close()
 
-
-def wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.02)
-    return predicate()
 
 
 def params_file(tmp_path):

@@ -23,6 +23,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
+from waiting import wait_for  # noqa: E402
 
 from rtmo_msgs.msg import PersonArray  # noqa: E402
 from rtmo_ros import pose_node  # noqa: E402
@@ -102,12 +103,6 @@ class Harness:
 def values(status):
     return {kv.key: kv.value for kv in status.values}
 
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+from waiting import wait_for  # noqa: E402
 
 from rtmo_msgs.msg import PersonArray, SkeletonInfo  # noqa: E402
 from rtmo_ros.image_conversion import bgr_to_image  # noqa: E402
@@ -96,12 +97,6 @@ class Client:
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
 
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.01)
-    return predicate()
 
 
 def image_msg(image_bgr, nanosec, frame_id='camera_optical'):

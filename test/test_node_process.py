@@ -24,6 +24,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
+from waiting import wait_for  # noqa: E402
 
 from rtmo_msgs.msg import PersonArray  # noqa: E402
 from rtmo_ros.engine.zoo import bundled_path  # noqa: E402
@@ -98,12 +99,6 @@ class NodeUnderTest:
         self.client.destroy_node()
         rclpy.shutdown(context=self.context)
 
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.fixture
