@@ -33,22 +33,18 @@ from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
-try:  # Iron and newer
-    from rclpy.event_handler import SubscriptionEventCallbacks
-except ImportError:  # Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks
 try:
     from rclpy.exceptions import InvalidHandle
 except ImportError:  # Humble
     from rclpy._rclpy_pybind11 import InvalidHandle
 
 from rtmo_msgs.msg import PersonArray, SkeletonInfo
-from rtmo_ros import conversions, image_qos, node_params
+from rtmo_ros import conversions, node_params
 from rtmo_ros.diagnostics import PipelineStats, diagnostic_status
 from rtmo_ros.engine.draw import draw_poses
 from rtmo_ros.frame_buffer import LatestFrame
@@ -56,13 +52,12 @@ from rtmo_ros.image_conversion import (
     ImageError,
     bgr_to_image,
     compressed_to_bgr,
-    depth_to_metres,
     image_to_bgr,
 )
 from rtmo_ros.markers import MarkerStyle, person_array_to_markers
+from rtmo_ros.node_inputs import Inputs, stamp_ns
 from rtmo_ros.node_params import NodeParams
-from rtmo_ros.perception import PersonPipeline, PinholeCamera
-from rtmo_ros.perception.stamp_sync import StampBuffer
+from rtmo_ros.perception import PersonPipeline
 
 NODE_NAME = 'rtmo_pose'
 THROTTLE_S = 5.0  # at most one log line per cause every 5 s for per-frame problems
@@ -74,7 +69,6 @@ LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      reliability=ReliabilityPolicy.RELIABLE)
 OUTPUT = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)  # matches every reader
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-POLICY = {'reliable': ReliabilityPolicy.RELIABLE, 'best_effort': ReliabilityPolicy.BEST_EFFORT}
 
 # what the operator can do after each failed transition
 FIX = {'configure': 'fix the cause above, then configure again',
@@ -139,16 +133,13 @@ class PoseNode(LifecycleNode):
         self.config_error = ''    # why the last configure failed ('' after a success)
         self.exit_requested = Future()  # done (with the exit code) when main should return
         self._buffer = LatestFrame()
-        self._stats = PipelineStats()
+        self.stats = PipelineStats()
         self._worker = None
         self._stuck = []          # worker threads abandoned in a frame that did not return
         self._running = {}        # worker thread ident -> monotonic start of its frame
-        self._subs = {}           # 'image' / 'depth' / 'camera_info' -> subscription
-        self._watches = {}        # the same names -> image_qos.QosWatch
+        self._inputs = Inputs(self, self._on_image)  # subscriptions, QoS, depth pairing
         self._qos_timer = None
         self._pipeline = None     # perception.PersonPipeline, new at every configure
-        self._depths = StampBuffer(30)  # depth images by header stamp, for the worker
-        self._camera_infos = {}   # (frame_id, width, height) -> newest CameraInfo
         self._pubs = {}
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._born = time.monotonic()
@@ -190,13 +181,10 @@ class PoseNode(LifecycleNode):
         self._worker = threading.Thread(target=self._work, args=(self._buffer,),
                                         name='rtmo_pose_worker', daemon=True)
         self._worker.start()
-        for name in self._topics():
-            self._watches[name] = watch = image_qos.QosWatch(self.params.qos_reliability)
-            self._subscribe(name, watch.choose(self._offered(name)))
-        self._qos_timer = self.create_timer(QOS_CHECK_PERIOD_S, self._check_publishers,
+        self._inputs = Inputs(self, self._on_image)
+        listening = self._inputs.open()
+        self._qos_timer = self.create_timer(QOS_CHECK_PERIOD_S, self._inputs.check_publishers,
                                             clock=self._steady)
-        listening = ', '.join(f'{sub.topic_name} ({self._watches[name].current})'
-                              for name, sub in self._subs.items())
         self.get_logger().info(f'active: listening on {listening}')
         return result
 
@@ -313,10 +301,7 @@ class PoseNode(LifecycleNode):
         if self._qos_timer is not None:
             self.destroy_timer(self._qos_timer)
             self._qos_timer = None
-        for sub in self._subs.values():
-            self.destroy_subscription(sub)
-        self._subs = {}
-        self._depths.clear()
+        self._inputs.close()
         self._buffer.close()
         worker, self._worker = self._worker, None
         if worker is not None:
@@ -358,75 +343,12 @@ class PoseNode(LifecycleNode):
             self.get_logger().error(f'{why}: releasing the engine raised {err!r}; it was '
                                     'dropped')
 
-    # -- subscriptions and their QoS ---------------------------------------------------------
-    def _topics(self):
-        """name -> (message type, relative topic, callback, queue depth) to subscribe to.
-
-        camera_info is always read (markers use the real intrinsics); depth with use_depth.
-        Every topic follows the image's QoS rule (``qos_reliability``).
-        """
-        p = self.params
-        image = ((CompressedImage, 'image/compressed') if p.image_transport == 'compressed'
-                 else (Image, 'image'))
-        topics = {'image': (*image, self._on_image, p.qos_depth),
-                  'camera_info': (CameraInfo, 'camera_info', self._on_camera_info, 5)}
-        if p.use_depth:
-            topics['depth'] = (Image, 'depth', self._on_depth, 5)
-        return topics
-
-    def _subscribe(self, name, reliability):
-        """(Re)create subscription ``name`` with ``reliability`` ('reliable'|'best_effort')."""
-        if name in self._subs:
-            self.destroy_subscription(self._subs.pop(name))
-        msg_type, topic, callback, depth = self._topics()[name]
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                         reliability=POLICY[reliability])
-        watch = self._watches[name]
-        events = SubscriptionEventCallbacks(
-            incompatible_qos=lambda event: self._on_incompatible_qos(name, watch))
-        self._subs[name] = self.create_subscription(msg_type, topic, callback, qos,
-                                                    event_callbacks=events)
-        watch.current = reliability
-
-    def _offered(self, name):
-        """Reliability ('reliable'|'best_effort') offered by each publisher of topic ``name``."""
-        sub = self._subs.get(name)
-        topic = (sub.topic_name if sub is not None
-                 else self.resolve_topic_name(self._topics()[name][1]))
-        return [image_qos.reliability_name(info.qos_profile.reliability)
-                for info in self.get_publishers_info_by_topic(topic)]
-
-    def _check_publishers(self):
-        """Timer: follow the publishers' reliability (auto) on every subscribed topic."""
-        for name, sub in list(self._subs.items()):
-            watch = self._watches[name]
-            offered = self._offered(name)
-            wanted = watch.choose(offered)
-            if wanted != watch.current:
-                self.get_logger().info(
-                    f'publishers on {sub.topic_name} offer {offered}: subscribing {wanted} '
-                    f'instead of {watch.current} (qos_reliability auto)')
-                self._subscribe(name, wanted)
-
-    def _on_incompatible_qos(self, name, watch):
-        watch.incompatible_events += 1
-        self.get_logger().warning(
-            f'a {name} publisher has a QoS incompatible with this {watch.current} '
-            'subscription; set qos_reliability:=auto (or best_effort)',
-            throttle_duration_sec=THROTTLE_S)
-
     # -- the pipeline ------------------------------------------------------------------------
-    def _on_depth(self, msg):
-        self._depths.add(_stamp_ns(msg.header), msg)
-
-    def _on_camera_info(self, msg):
-        self._camera_infos[(msg.header.frame_id, msg.width, msg.height)] = msg
-
     def _on_image(self, msg):
         """Subscription callback: hand the frame over, never block."""
-        self._stats.count('received')
+        self.stats.count('received')
         if self._buffer.put((msg, time.monotonic())):
-            self._stats.count('dropped')
+            self.stats.count('dropped')
 
     def _work(self, buffer):
         """Worker thread: process the newest frame until ``buffer`` is closed."""
@@ -439,14 +361,14 @@ class PoseNode(LifecycleNode):
             try:
                 self._process(*item)
             except Exception as err:  # noqa: BLE001 - keep the node alive, report the frame
-                self._stats.count('failed')
+                self.stats.count('failed')
                 self.get_logger().error(f'pose estimation failed: {err}',
                                         throttle_duration_sec=THROTTLE_S)
             finally:
                 del self._running[me]
             took = time.monotonic() - started
             if took > self.params.inference_timeout_s:
-                self._stats.count('timeouts')
+                self.stats.count('timeouts')
                 self.get_logger().error(
                     f'a frame took {took:.1f} s, longer than inference_timeout_s '
                     f'({self.params.inference_timeout_s:g} s)', throttle_duration_sec=THROTTLE_S)
@@ -465,7 +387,7 @@ class PoseNode(LifecycleNode):
         try:
             image = self._decode(msg)
         except ImageError as err:
-            self._stats.count('invalid')
+            self.stats.count('invalid')
             self.get_logger().warning(f'skipped an image: {err}',
                                       throttle_duration_sec=THROTTLE_S)
             return
@@ -473,9 +395,10 @@ class PoseNode(LifecycleNode):
         poses = engine(image)
         poses.check(engine.num_keypoints)
         t2 = time.monotonic()
-        camera = self._camera_for(msg.header, image.shape)
-        depth_m = self._depth_for(msg.header, image.shape) if camera is not None else None
-        tracked = self._pipeline.update(poses, _stamp_ns(msg.header) * 1e-9, depth_m, camera)
+        inputs = self._inputs
+        camera = inputs.camera_for(msg.header, image.shape)
+        depth_m = inputs.depth_for(msg.header, image.shape) if camera is not None else None
+        tracked = self._pipeline.update(poses, stamp_ns(msg.header) * 1e-9, depth_m, camera)
         if tracked.reset:
             self.get_logger().info('image header stamps went backwards (a bag looping?): '
                                    'tracks, smoothing and velocities were reset')
@@ -486,57 +409,12 @@ class PoseNode(LifecycleNode):
         t4 = time.monotonic()
         self._publish_extras(pubs, engine, people, poses, tracked, image, camera, msg.header)
         stages = engine.timings
-        self._stats.record({'wait': 1e3 * (t0 - received), 'convert': 1e3 * (t1 - t0),
+        self.stats.record({'wait': 1e3 * (t0 - received), 'convert': 1e3 * (t1 - t0),
                             'preprocess': stages.preprocess_ms,
                             'inference': stages.inference_ms,
                             'postprocess': stages.postprocess_ms,
                             'perception': 1e3 * (t3 - t2), 'publish': 1e3 * (t4 - t3),
                             'total': 1e3 * (t4 - received)})
-
-    def _camera_for(self, header, shape):
-        """The PinholeCamera of this image (camera_info of its frame and size), or None."""
-        height, width = shape[:2]
-        info = self._camera_infos.get((header.frame_id, width, height))
-        if info is None:
-            if self.params.use_depth:
-                self._frame_without_3d('no_camera_info', 'no camera_info for frame '
-                                       f'{header.frame_id!r} at {width}x{height}; check '
-                                       'camera_info_topic')
-            return None
-        try:
-            return PinholeCamera.from_msg(info, rectified=self.params.image_rectified)
-        except ValueError as err:
-            self._frame_without_3d('no_camera_info', f'camera_info refused: {err}')
-            return None
-
-    def _depth_for(self, header, shape):
-        """Metres of the depth image paired with this image (nearest stamp), or None."""
-        if not self.params.use_depth:
-            return None
-        tolerance = int(self.params.depth_sync_tolerance_s * 1e9)
-        depth = self._depths.take(_stamp_ns(header), tolerance)
-        if depth is None:
-            self._frame_without_3d('no_depth', 'no depth image within depth_sync_tolerance_s '
-                                   f'({self.params.depth_sync_tolerance_s:g} s) of the image')
-            return None
-        height, width = shape[:2]
-        if depth.header.frame_id != header.frame_id or (depth.width, depth.height) != (
-                width, height):
-            self._frame_without_3d(
-                'depth_refused', f'depth image refused: {depth.width}x{depth.height} in '
-                f'{depth.header.frame_id!r}, the image is {width}x{height} in '
-                f'{header.frame_id!r}; subscribe to depth aligned to the colour image')
-            return None
-        try:
-            return depth_to_metres(depth, self.params.max_image_pixels)
-        except ImageError as err:
-            self._frame_without_3d('depth_refused', f'depth image refused: {err}')
-            return None
-
-    def _frame_without_3d(self, count, why):
-        self._stats.count(count)
-        self.get_logger().warning(f'no 3D for this frame: {why}',
-                                  throttle_duration_sec=THROTTLE_S)
 
     def _publish_extras(self, pubs, engine, people, poses, tracked, image, camera, header):
         """Publish markers, detections and the annotated image (each when enabled)."""
@@ -572,11 +450,7 @@ class PoseNode(LifecycleNode):
                               f'a frame has been running for {stalled:.1f} s (> '
                               f'inference_timeout_s {self.params.inference_timeout_s:g} s): the '
                               'backend may hang'))
-        for name in list(self._subs):
-            clash = self._watches[name].problem(self._offered(name))
-            if clash:
-                found.append((DiagnosticStatus.WARN, f'{name}: {clash}'))
-        return found
+        return found + self._inputs.problems()
 
     def publish_diagnostics(self):
         """Publish one DiagnosticStatus (runs on the steady-clock timer, from construction on)."""
@@ -589,18 +463,17 @@ class PoseNode(LifecycleNode):
         self._diag_pub.publish(msg)
 
     def _diagnostic_status(self):
-        engine, sub = self.engine, self._subs.get('image')
+        engine = self.engine
         info = {'state': self.state_label(), 'model': self.params.model,
-                'image_topic': sub.topic_name if sub is not None else '',
-                'image_qos_reliability': self._watches['image'].current if sub else ''}
+                **self._inputs.info()}
         hardware_id = 'none'
         if engine is not None:
             hardware_id = engine.hardware_id
             info.update(backend=engine.backend, precision=engine.precision,
                         input_size='%dx%d' % engine.input_size)
         return diagnostic_status(f'{self.get_fully_qualified_name()}: pose estimation',
-                                 hardware_id, info['state'], self._stats.window(),
-                                 dict(self._stats.totals), info, self.problems())
+                                 hardware_id, info['state'], self.stats.window(),
+                                 dict(self.stats.totals), info, self.problems())
 
     # -- parameters --------------------------------------------------------------------------
     def _on_set_parameters(self, params):
@@ -624,10 +497,6 @@ class PoseNode(LifecycleNode):
         if later:
             self.get_logger().info(f'{", ".join(later)} will apply at the next configure')
         return SetParametersResult(successful=True)
-
-
-def _stamp_ns(header):
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 def spin(executor, node):

@@ -148,8 +148,11 @@ def test_autostart_retries_with_back_off_and_recovers_once_the_model_exists(star
     node = start(model='/nonexistent/model.onnx', autostart='true')
     assert wait_for(lambda: 'next attempt in 2 s' in node.log(), 20.0), node.log()
     assert node.proc.poll() is None
-    error = [s for s in node.diags if s.level == DiagnosticStatus.ERROR][-1]
-    assert 'configure failed' in error.message
+
+    def errors():
+        return [s for s in node.diags if s.level == DiagnosticStatus.ERROR]
+
+    assert wait_for(errors, 10.0) and 'configure failed' in errors()[-1].message
     assert node.state() == 'unconfigured'
     assert node.set_param('model', str(bundled_path())).successful
     assert wait_for(lambda: node.state() == 'active', 20.0)
