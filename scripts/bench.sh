@@ -5,4 +5,5 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/harness.sh"
 python benchmarks/bench_engine.py "$@"
 python benchmarks/bench_node.py
+python benchmarks/bench_lifecycle.py
 python benchmarks/bench_train.py
