@@ -8,6 +8,7 @@ returns NaN or the wrong keypoint count, or hangs (the real backend wrapped), an
 ``close()`` raises, and a paused simulated clock.
 """
 import itertools
+import math
 import os
 import threading
 import time
@@ -270,3 +271,52 @@ def test_diagnostics_keep_flowing_while_the_simulated_clock_is_paused(harness):
     time.sleep(1.0)
     assert len(harness.diags) - start >= 3, 'diagnostics stopped with the clock'
     assert first.level == DiagnosticStatus.OK
+
+
+def test_frames_that_cannot_have_3d_are_counted_and_the_node_keeps_publishing(harness):
+    """No camera_info, a depth image of another size or encoding, no depth in time: NaN 3D,
+    a counter on /diagnostics (WARN), and 2D poses as usual."""
+    from sensor_msgs.msg import CameraInfo
+
+    node = active_node(harness, use_depth=True)
+    depth_pub = harness.peer.create_publisher(Image, 'depth', RELIABLE)
+    info_pub = harness.peer.create_publisher(CameraInfo, 'camera_info', RELIABLE)
+    assert wait_for(lambda: depth_pub.get_subscription_count() and
+                    info_pub.get_subscription_count())
+    image = people_image()
+    h, w = image.shape[:2]
+
+    def depth(nanosec, width=w, encoding='16UC1'):
+        header = Header(frame_id='camera')
+        header.stamp.sec, header.stamp.nanosec = 1, nanosec
+        size = 2 if encoding == '16UC1' else 1
+        return Image(header=header, width=width, height=h, encoding=encoding,
+                     step=size * width, data=bytes(size * width * h))
+
+    def expect(nanosec, counter):
+        assert wait_for(lambda: any(m.header.stamp.nanosec == nanosec
+                                    for m in harness.poses), 10.0)
+        got = next(m for m in harness.poses if m.header.stamp.nanosec == nanosec)
+        assert got.persons and all(math.isnan(p.position.z) for p in got.persons)
+        status = harness.wait_diag(lambda s: int(values(s)[f'{counter}_total']) > 0)
+        assert status.level == DiagnosticStatus.WARN and 'without 3D' in status.message
+
+    harness.send(image, 10)  # no camera_info yet
+    expect(10, 'no_camera_info')
+    info = CameraInfo(width=w, height=h, k=[300.0, 0, w / 2, 0, 300.0, h / 2, 0, 0, 1],
+                      p=[300.0, 0, w / 2, 0, 0, 300.0, h / 2, 0, 0, 0, 1, 0], d=[0.0] * 5,
+                      distortion_model='plumb_bob')
+    info.header.frame_id = 'camera'
+    info_pub.publish(info)
+    time.sleep(0.3)
+    depth_pub.publish(depth(20, width=w // 2))  # not aligned: another size
+    time.sleep(0.1)
+    harness.send(image, 20)
+    expect(20, 'depth_refused')
+    depth_pub.publish(depth(30, encoding='8UC1'))  # not a REP 118 depth encoding
+    time.sleep(0.1)
+    harness.send(image, 30)
+    assert wait_for(lambda: int(values(harness.diags[-1])['depth_refused_total']) >= 2, 10.0)
+    harness.send(image, 40)  # no depth image at all
+    expect(40, 'no_depth')
+    assert node.state_label() == 'active'
