@@ -83,10 +83,14 @@ class Inputs:
     def _offered(self, name):
         """Reliability ('reliable'|'best_effort') offered by each publisher of topic ``name``."""
         sub = self.subs.get(name)
-        topic = (sub.topic_name if sub is not None
-                 else self.node.resolve_topic_name(self.topics()[name][1]))
+        topic = sub.topic_name if sub is not None else self._resolved(self.topics()[name][1])
         return [image_qos.reliability_name(info.qos_profile.reliability)
                 for info in self.node.get_publishers_info_by_topic(topic)]
+
+    def _resolved(self, topic):
+        """The remapped, namespaced name of ``topic`` (before its subscription exists)."""
+        resolve = getattr(self.node, 'resolve_topic_name', None)  # rclpy without it: expand
+        return resolve(topic) if resolve is not None else topic
 
     def check_publishers(self):
         """Timer: follow the publishers' reliability (auto) on every subscribed topic."""
