@@ -48,6 +48,9 @@ def parse_args(argv=None):
                         help='.onnx/.engine/.pth file or model zoo name')
     parser.add_argument('--backend', default='auto',
                         choices=('auto', 'onnxruntime', 'tensorrt', 'torch'))
+    parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'int8'),
+                        help='as the node parameter: int8 = a calibrated int8 graph on ONNX '
+                             'Runtime (CPU), made and cached on first use')
     parser.add_argument('--score-thr', type=float, default=0.1,
                         help='minimum instance score of a kept person (the node default)')
     parser.add_argument('--depth-topic',
@@ -73,7 +76,8 @@ def main(argv=None):
         report = evaluate_bag(args.bag, gt=args.gt, topic=args.topic, mode=args.mode,
                               rate=args.rate, model=args.model, backend=args.backend,
                               out=args.out, score_thr=args.score_thr,
-                              node_params=args.node_param, progress=not args.quiet,
+                              node_params=[*args.node_param, f'precision:={args.precision}'],
+                              progress=not args.quiet,
                               frame_timeout=args.frame_timeout, depth_topic=args.depth_topic,
                               info_topic=args.camera_info_topic,
                               tracking=not args.no_tracking, smoothing=not args.no_smoothing)
@@ -259,7 +263,9 @@ def run_offline(reader, topic, model, backend='auto', score_thr=0.1, progress=Tr
     cameras = _Cameras(settings.image_rectified)
     total = bag_io.count_messages(reader, topic)
     start = time.monotonic()
-    with PoseEstimator(model, backend=backend, score_thr=score_thr) as estimator:
+    precision = 'fp16' if settings.precision == 'auto' else settings.precision  # as the node
+    with PoseEstimator(model, backend=backend, score_thr=score_thr,
+                       precision=precision) as estimator:
         skeleton = estimator.skeleton.name
         for synced in tqdm(_synced_frames(reader, topic, depth_topic, info_topic, settings),
                            total=total, unit='frame', desc='offline', disable=not progress):

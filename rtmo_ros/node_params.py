@@ -37,8 +37,9 @@ class NodeParams:
     backend: str = _param('auto', 'inference backend; auto picks tensorrt, then onnxruntime',
                           choices=('auto', 'onnxruntime', 'tensorrt', 'torch'))
     device: str = _param('', "device such as 'cpu' or 'cuda:0'; empty lets the engine choose")
-    precision: str = _param('auto', 'numeric precision; auto = fp16 on TensorRT, else fp32',
-                            choices=('auto', 'fp32', 'fp16'))
+    precision: str = _param('auto', 'numeric precision; auto = fp16 on TensorRT, else fp32 (never '
+                                    'int8); int8 = a calibrated int8 graph on ONNX Runtime (CPU)',
+                            choices=('auto', 'fp32', 'fp16', 'int8'))
     engine_cache_dir: str = _param('', 'folder for built TensorRT engines; empty = engine '
                                        'default (~/.cache/rtmo_ros)')
     num_threads: int = _param(0, 'CPU threads of the ONNX Runtime / torch backends; 0 = engine '

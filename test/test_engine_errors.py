@@ -39,7 +39,7 @@ def test_unknown_backend_and_mismatched_file_kind():
 
 def test_bad_options(tmp_path):
     with pytest.raises(ValueError, match='precision'):
-        PoseEstimator(tmp_path / 'x.onnx', precision='int8')
+        PoseEstimator(tmp_path / 'x.onnx', precision='int4')
 
 
 @pytest.mark.skipif(importlib.util.find_spec('tensorrt') is not None or cuda_provider_available(),

@@ -28,7 +28,8 @@ def build_parser():
     parser.add_argument('--backend', default='auto',
                         choices=['auto', 'tensorrt', 'onnxruntime', 'torch'])
     parser.add_argument('--device', default=None, help='cpu, cuda or cuda:N (default: auto)')
-    parser.add_argument('--precision', default='fp16', choices=['fp16', 'fp32'])
+    parser.add_argument('--precision', default='fp16', choices=['fp16', 'fp32', 'int8'],
+                        help='int8: ONNX Runtime on CPU only (default %(default)s)')
     parser.add_argument('--out', type=pathlib.Path, help='folder for annotated output')
     parser.add_argument('--json', type=pathlib.Path, help='file for the results as JSON')
     parser.add_argument('--score-thr', type=float, default=0.1, help='person score threshold')

@@ -13,6 +13,8 @@ from .preprocess import check_image, letterbox_image
 from .skeleton import skeleton_for
 
 LOG = logging.getLogger(__name__)
+PRECISIONS = ('fp16', 'fp32', 'int8')
+INT8_BACKENDS = ('onnxruntime',)  # static QDQ quantization with ONNX Runtime's tools
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,15 @@ def resolve_model(model, backend='auto'):
     return download.fetch_entry(entry, prefer_checkpoint=(backend == 'torch')), entry.name
 
 
+def check_precision(precision, backend):
+    """Raise ValueError unless ``precision`` is known and ``backend`` (or 'auto') runs it."""
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
+    if precision == 'int8' and backend not in INT8_BACKENDS + ('auto',):
+        raise ValueError(f'precision int8 runs only on the {" or ".join(INT8_BACKENDS)} '
+                         f'backend (CPU, a calibrated QDQ graph), not on {backend}')
+
+
 class PoseEstimator:
     """Multi-person 2-D pose estimation with RTMO on ONNX Runtime, TensorRT or PyTorch.
 
@@ -59,18 +70,20 @@ class PoseEstimator:
     threshold of NMS; the official graphs already run NMS at 0.65, fixed at export time, so a
     lower value adds a second NMS and a higher one has no effect. ``max_persons``: keep at most
     that many (None: all the graph returns, at most 50 for the official graphs). ``precision``:
-    'fp16' or 'fp32' for TensorRT and torch on CUDA (ONNX Runtime always runs fp32).
-    ``cache_dir``: TensorRT engine cache. ``num_threads``: CPU threads (ONNX Runtime, torch).
+    'fp16' or 'fp32' for TensorRT and torch on CUDA (ONNX Runtime runs fp32), or 'int8' for
+    ONNX Runtime only: the graph's int8 twin, calibrated once on synthetic people and cached
+    (``quantize.int8_path``); never chosen by default. ``cache_dir``: TensorRT engine and
+    int8 graph cache. ``num_threads``: CPU threads (ONNX Runtime, torch).
     """
 
     def __init__(self, model, backend='auto', device=None, score_thr=0.1, nms_thr=0.65,
                  max_persons=None, precision='fp16', cache_dir=None, num_threads=None):
-        if precision not in ('fp16', 'fp32'):
-            raise ValueError(f'precision must be fp16 or fp32, got {precision!r}')
+        check_precision(precision, backend)
         if max_persons is not None and max_persons < 0:
             raise ValueError(f'max_persons must be >= 0 or None, got {max_persons}')
         path, self.model_name = resolve_model(model, backend)
         name, device, why = choose(backend, model_kind(path), device)
+        check_precision(precision, name)
         LOG.info('rtmo: backend %s (%s)', name, why)
         self.backend_reason = why
         self.device = device
@@ -89,7 +102,7 @@ class PoseEstimator:
 
     @property
     def precision(self):
-        """'fp16' or 'fp32', what the backend actually runs."""
+        """'fp16', 'fp32' or 'int8', what the backend actually runs."""
         return self._live().precision
 
     @property

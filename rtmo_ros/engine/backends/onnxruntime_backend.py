@@ -53,15 +53,22 @@ class OnnxRuntimeBackend(Backend):
     ``dets`` (B, N, 5) and ``keypoints`` (B, N, K, 3) (mmdeploy's contract).
 
     ``num_threads`` sets ``intra_op_num_threads`` (None: ONNX Runtime's default, one per core).
-    Input size and keypoint count are read from the graph.
+    Input size and keypoint count are read from the graph. ``precision='int8'`` runs the
+    int8 (QDQ) graph of ``onnx_path`` made by ``quantize.int8_path`` (calibrated and cached in
+    ``cache_dir`` on first use); any other precision runs the graph as it is (fp32).
     """
 
     name = 'onnxruntime'
     precision = 'fp32'
     graph_nms_thr = GRAPH_NMS_THR
 
-    def __init__(self, onnx_path, device=None, num_threads=None):
+    def __init__(self, onnx_path, device=None, num_threads=None, precision='fp32',
+                 cache_dir=None):
         ort = import_onnxruntime()
+        if precision == 'int8':
+            from ..quantize import int8_path
+            onnx_path = int8_path(onnx_path, cache_dir)
+            self.precision = 'int8'
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = int(num_threads)

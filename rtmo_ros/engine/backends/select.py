@@ -67,7 +67,8 @@ def create_backend(name, path, device=None, precision='fp16', cache_dir=None,
     """Create backend ``name`` ('tensorrt' | 'onnxruntime' | 'torch') for the model at ``path``."""
     if name == 'onnxruntime':
         from .onnxruntime_backend import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(path, device=device, num_threads=num_threads)
+        return OnnxRuntimeBackend(path, device=device, num_threads=num_threads,
+                                  precision=precision, cache_dir=cache_dir)
     if name == 'tensorrt':
         from .tensorrt_backend import TensorRTBackend
         return TensorRTBackend(path, device=device, precision=precision, cache_dir=cache_dir)
