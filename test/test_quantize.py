@@ -155,10 +155,11 @@ def test_rtmo_pose_precision_int8(home, tmp_path, monkeypatch):
     assert doc['precision'] == 'int8' and len(doc['results'][0]['persons']) >= 1
 
 
-def test_bag_eval_takes_the_node_precision_int8(tmp_path):
+def test_bag_eval_takes_the_node_precision_int8(home, tmp_path, monkeypatch):
     """rtmo-bag-eval --precision int8 runs the int8 graph offline, as the node would."""
     from rtmo_ros import bag_eval, demo_bag
 
+    monkeypatch.setenv('RTMO_HOME', str(home))  # the module's cache: no calibration here
     bag, gt = demo_bag.write_demo_bag(tmp_path / 'bag', frames=6, seed=3, width=320,
                                       height=240, progress=False)
     code = bag_eval.main([str(bag), '--gt', str(gt), '--model', str(BUNDLED),
