@@ -1,9 +1,13 @@
-"""TensorRT backend (TensorRT 8.6 and 10.x; Jetson JetPack and x86).
+"""TensorRT backend (TensorRT 8.6, 10.x and 11.x; Jetson JetPack and x86).
 
 Given an ONNX graph it builds an engine on first use (fp16 or fp32; minutes on a Jetson),
 caches it (``engine_cache``: keyed by ONNX sha256, TensorRT version, GPU name and compute
-capability, precision and input shape) and loads it from the cache afterwards. A serialized
-engine (``.engine``/``.plan``) is loaded as is. Inference uses the named I/O tensor API
+capability, precision and input shape) and loads it from the cache afterwards. fp16 is the
+``BuilderFlag.FP16`` of a weakly typed network where TensorRT has it (8.6, 10); TensorRT 11
+builds strongly typed networks only, so there the graph itself is converted to fp16 first
+(``fp16_graph``: fp32 inputs and outputs, NMS/TopK/gathers and the decoding after the head
+kept fp32) and the cache is keyed on the converted graph. A serialized engine
+(``.engine``/``.plan``) is loaded as is. Inference uses the named I/O tensor API
 (``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``, TensorRT >= 8.5) and
 falls back to the binding API (``execute_async_v2``) where that is absent. The official RTMO
 graphs end in a NonMaxSuppression whose output count depends on the data: those outputs get
@@ -12,7 +16,9 @@ an ``IOutputAllocator`` (TensorRT 10 no longer reports their shape otherwise).
 import logging
 import os
 import pathlib
+import tempfile
 import time
+import warnings
 
 import numpy as np
 
@@ -26,6 +32,15 @@ from .tensorrt_io import make_io
 LOG = logging.getLogger(__name__)
 MAX_BATCH = 8  # optimisation-profile maximum for graphs with a dynamic batch axis
 WORKSPACE = 1 << 30
+# ops kept fp32 in the fp16 graph (besides onnxconverter-common's defaults, which hold
+# NonMaxSuppression, TopK, Resize, Range): index and data-dependent ops, the positional
+# encoding's Sin/Cos, and Casts (the converter mistypes Casts of shape arithmetic)
+FP32_OPS = ('NonMaxSuppression', 'TopK', 'Gather', 'GatherElements', 'GatherND', 'ScatterND',
+            'NonZero', 'Cast', 'Sin', 'Cos')
+WEIGHTED_OPS = ('Conv', 'ConvTranspose', 'MatMul', 'Gemm')
+NO_CONVERTER = ('TensorRT {version} builds fp16 engines only from an fp16 graph, and converting '
+                'the ONNX graph needs onnxconverter-common: pip install onnxconverter-common, '
+                "or use precision='fp32'")
 
 NO_TENSORRT = ('the tensorrt backend needs TensorRT\'s Python package, which is not importable '
                '({err}): on Jetson install JetPack\'s python3-libnvinfer (sudo apt install '
@@ -96,30 +111,46 @@ class TensorRTBackend(Backend):
     def _engine_from_onnx(self, onnx_path, cache):
         shape = onnx_input_shape(onnx_path)
         profile = profile_shapes(shape)
-        key = make_key(sha256_of(onnx_path), self.trt.__version__, self.cuda.gpu_name,
-                       self.cuda.capability, self.precision, profile)
-        cached = cache.lookup(onnx_path.stem, key)
-        if cached is not None:
-            engine = self._deserialize(cached.read_bytes())
-            if engine is not None:
-                LOG.info('rtmo: loaded TensorRT engine %s', cached)
-                return engine
-            LOG.warning('rtmo: cached engine %s does not deserialize: rebuilding', cached)
-            cache.discard(onnx_path.stem, key)
-        data = build_engine(self.trt, self.logger, onnx_path, self.precision, profile)
+        with tempfile.TemporaryDirectory(prefix='rtmo-trt-') as tmp:
+            graph = onnx_path
+            if self.precision == 'fp16' and not has_fp16_flag(self.trt):
+                graph = pathlib.Path(tmp) / onnx_path.name
+                graph.write_bytes(fp16_graph(onnx_path, self.trt.__version__))
+            key = make_key(sha256_of(graph), self.trt.__version__, self.cuda.gpu_name,
+                           self.cuda.capability, self.precision, profile)
+            cached = cache.lookup(onnx_path.stem, key)
+            if cached is not None:
+                engine = self._deserialize(cached.read_bytes())
+                if engine is not None:
+                    LOG.info('rtmo: loaded TensorRT engine %s', cached)
+                    return engine
+                LOG.warning('rtmo: cached engine %s does not deserialize: rebuilding', cached)
+                cache.discard(onnx_path.stem, key)
+            data = build_engine(self.trt, self.logger, graph, self.precision, profile)
         stored = cache.try_store(onnx_path.stem, key, data)  # read-only cache: a warning
         if stored is not None:
             LOG.info('rtmo: cached TensorRT engine in %s', stored)
-        return self._deserialize(data)
+        engine = self._deserialize(data)
+        if engine is None:
+            raise RuntimeError(f'TensorRT {self.trt.__version__} built an engine from '
+                               f'{onnx_path} but cannot deserialize it; see the TensorRT '
+                               'messages above')
+        return engine
 
     def infer(self, inputs):
-        """Run the engine on (B, 3, H, W) float32; return [(dets, keypoints)] per image."""
-        dets, kpts = self.io.run(np.ascontiguousarray(inputs, np.float32))
+        """Run the engine on (B, 3, H, W) float32; return [(dets, keypoints)] per image.
+
+        Selects the backend's device first: CUDA's current device is per thread and this runs
+        in the node's worker thread, not the one that created the backend.
+        """
+        self.cuda.select()
+        dets, kpts = self.io.run(np.asarray(inputs))
         return list(zip(dets, kpts))
 
     def close(self):
         """Free device buffers, the context, the engine and the stream."""
         if getattr(self, 'io', None) is not None:
+            self.cuda.select()
             self.io.free()
             self.io = None
         self.context = self.engine = None
@@ -153,13 +184,102 @@ def profile_shapes(shape):
     return [[1] + rest, [1] + rest, [MAX_BATCH] + rest]
 
 
+def has_fp16_flag(trt):
+    """True where TensorRT builds weakly typed networks with ``BuilderFlag.FP16`` (8.6, 10);
+    TensorRT 11 removed it (strongly typed networks only: fp16 comes from an fp16 graph)."""
+    return not hasattr(trt, 'BuilderFlag') or hasattr(trt.BuilderFlag, 'FP16')
+
+
+def fp32_node_names(graph):
+    """Names of the nodes kept fp32: ``FP32_OPS`` and the tail after the last weighted layer.
+
+    The tail (nodes with no Conv/MatMul/Gemm downstream) is the decoding of boxes and keypoints
+    from the head's outputs and the NMS selection: in fp16 its pixel coordinates would have
+    0.5 px steps between 512 and 1024. ONNX nodes are topologically sorted, so one backward
+    pass finds it.
+    """
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.name)
+    feeds_weights = set()
+    for node in reversed(graph.node):
+        if node.op_type in WEIGHTED_OPS or any(
+                c in feeds_weights for out in node.output for c in consumers.get(out, ())):
+            feeds_weights.add(node.name)
+    return [n.name for n in graph.node
+            if n.op_type in FP32_OPS or n.name not in feeds_weights]
+
+
+def fp16_graph(onnx_path, tensorrt_version='11'):
+    """Return the serialized mixed-precision graph for a strongly typed fp16 build.
+
+    Weights and activations of the network become fp16; inputs and outputs stay fp32, and the
+    nodes of ``fp32_node_names`` stay fp32 (Casts inserted at the borders).
+    """
+    try:
+        import onnx
+        from onnxconverter_common import float16
+    except ImportError:
+        raise BackendUnavailable(NO_CONVERTER.format(version=tensorrt_version)) from None
+    model = onnx.load(os.fspath(onnx_path))
+    for i, node in enumerate(model.graph.node):
+        node.name = node.name or f'{node.op_type}_{i}'  # the block list is by name
+    del model.graph.value_info[:]  # stale fp32 types would contradict the converted nodes
+    # FP32_OPS are blocked by node name: blocking Cast by op type makes the converter block
+    # (and wrap in new Casts) the Casts it inserts itself, without end
+    with warnings.catch_warnings():  # one warning per weight below fp16's 1e-7 floor
+        warnings.simplefilter('ignore', UserWarning)
+        model = float16.convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=float16.DEFAULT_OP_BLOCK_LIST,
+            node_block_list=fp32_node_names(model.graph))
+    _float_outputs(model.graph, onnx.TensorProto, onnx.helper)
+    del model.graph.value_info[:]
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _float_outputs(graph, proto, helper):
+    """Make fp16 graph outputs fp32 again.
+
+    onnxconverter-common 1.16 ends an output produced by a blocked (fp32) node with a Cast to
+    fp16 even with ``keep_io_types``: that Cast becomes a Cast to fp32 (a no-op), so the fp32
+    coordinates are not rounded through fp16; other fp16 outputs get a Cast appended.
+    """
+    producers = {out: node for node in graph.node for out in node.output}
+    for output in graph.output:
+        if output.type.tensor_type.elem_type != proto.FLOAT16:
+            continue
+        output.type.tensor_type.elem_type = proto.FLOAT
+        node = producers[output.name]
+        if node.op_type == 'Cast':
+            for attr in node.attribute:
+                if attr.name == 'to':
+                    attr.i = proto.FLOAT
+            continue
+        index = list(node.output).index(output.name)
+        node.output[index] = f'{output.name}_fp16'
+        graph.node.append(helper.make_node('Cast', [node.output[index]], [output.name],
+                                           name=f'{output.name}_to_fp32', to=proto.FLOAT))
+
+
+def network_flags(trt):
+    """``create_network`` flags: EXPLICIT_BATCH before TensorRT 10 (the only mode from 10 on;
+    the flag is gone in 11)."""
+    flag = getattr(trt.NetworkDefinitionCreationFlag, 'EXPLICIT_BATCH', None)
+    if flag is None or int(trt.__version__.split('.')[0]) >= 10:
+        return 0
+    return 1 << int(flag)
+
+
 def build_engine(trt, logger, onnx_path, precision, profile):
-    """Parse the ONNX graph and build a serialized engine; return its bytes."""
-    major = int(trt.__version__.split('.')[0])
+    """Parse the ONNX graph and build a serialized engine; return its bytes.
+
+    fp16 sets ``BuilderFlag.FP16`` where it exists; without it (TensorRT 11) ``onnx_path`` is
+    expected to be the fp16 graph already (``fp16_graph``).
+    """
     builder = trt.Builder(logger)
-    # explicit batch is the only mode (and the default) from TensorRT 10 on
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(os.fspath(onnx_path)):
         errors = '; '.join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -167,7 +287,7 @@ def build_engine(trt, logger, onnx_path, precision, profile):
                          'RTMO graph needs NonMaxSuppression support: TensorRT >= 8.6)')
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE)
-    if precision == 'fp16':
+    if precision == 'fp16' and has_fp16_flag(trt):
         config.set_flag(trt.BuilderFlag.FP16)
     opt = builder.create_optimization_profile()
     opt.set_shape(network.get_input(0).name, *profile)

@@ -2,6 +2,8 @@
 
 Both classes expose ``input_size`` (W, H), ``max_batch``, ``num_keypoints``,
 ``run(inputs (B, 3, H, W) float32) -> (dets (B, N, 5), keypoints (B, N, K, 3))`` and ``free()``.
+Inputs are cast to the engine's input dtype (an engine built elsewhere may take fp16); outputs
+come back float32. A batch above the optimisation profile's maximum raises ValueError.
 """
 import numpy as np
 
@@ -22,7 +24,8 @@ class _Buffer:
         self.cuda, self.ptr, self.size = cuda, None, 0
 
     def ensure(self, nbytes):
-        if nbytes > self.size:
+        """Return a device pointer to at least ``nbytes`` (never None: 0 bytes get 1)."""
+        if nbytes > self.size or self.ptr is None:
             self.free()
             self.ptr, self.size = self.cuda.alloc(nbytes), nbytes
         return self.ptr
@@ -38,6 +41,12 @@ def _check_outputs(names):
     if missing:
         raise ValueError(f'the engine is not an RTMO pose-detection engine: outputs {names} '
                          f'lack {sorted(missing)}')
+
+
+def _too_large(batch, max_batch):
+    return ValueError(f'batch {batch} is above the TensorRT engine\'s optimisation-profile '
+                      f'maximum {max_batch}: pass at most {max_batch} images per call or '
+                      'rebuild the engine with a larger profile')
 
 
 def _make_allocator(trt, cuda):
@@ -74,16 +83,19 @@ class NamedIO:
         self.max_batch = shape[0] if shape[0] > 0 else tuple(
             engine.get_tensor_profile_shape(self.input, 0)[2])[0]
         self.num_keypoints = tuple(engine.get_tensor_shape('keypoints'))[2]
-        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in OUTPUTS}
+        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n)))
+                       for n in OUTPUTS + (self.input,)}
         self.in_buffer = _Buffer(cuda)
         self.allocator = _make_allocator(trt, cuda)
         for name in OUTPUTS:
             context.set_output_allocator(name, self.allocator)
 
     def run(self, inputs):
+        inputs = np.ascontiguousarray(inputs, self.dtypes[self.input])
+        if not self.context.set_input_shape(self.input, inputs.shape):
+            raise _too_large(inputs.shape[0], self.max_batch)
         ptr = self.in_buffer.ensure(inputs.nbytes)
         self.cuda.h2d(ptr, inputs)
-        self.context.set_input_shape(self.input, inputs.shape)
         self.context.set_tensor_address(self.input, ptr)
         if not self.context.execute_async_v3(self.cuda.stream_handle):
             raise RuntimeError('TensorRT execute_async_v3 failed; see the TensorRT messages')
@@ -117,10 +129,13 @@ class BindingIO:
         self.max_batch = shape[0] if shape[0] > 0 else tuple(
             engine.get_profile_shape(0, self.input)[2])[0]
         self.num_keypoints = tuple(engine.get_binding_shape(self.index['keypoints']))[2]
+        self.input_dtype = np.dtype(trt.nptype(engine.get_binding_dtype(self.input)))
         self.buffers = [_Buffer(cuda) for _ in names]
 
     def run(self, inputs):
-        self.context.set_binding_shape(self.input, inputs.shape)
+        inputs = np.ascontiguousarray(inputs, self.input_dtype)
+        if not self.context.set_binding_shape(self.input, inputs.shape):
+            raise _too_large(inputs.shape[0], self.max_batch)
         self.cuda.h2d(self.buffers[self.input].ensure(inputs.nbytes), inputs)
         arrays = {}
         for name in OUTPUTS:
