@@ -254,13 +254,14 @@ def run_offline(reader, topic, model, backend='auto', score_thr=0.1, progress=Tr
     from rtmo_ros.engine import PoseEstimator
     from rtmo_ros.engine.poses import Poses
     from rtmo_ros.perception import PersonPipeline
+    from rtmo_ros.perception.camera import CameraInfos
 
     settings = settings or node_settings()
     store = bag_io.typestore()
     pipeline = PersonPipeline(settings.perception())
     poses, tracks, latency, arrays, stamps, invalid = {}, {}, {}, [], [], []
     duplicates = depth_frames = 0
-    cameras = _Cameras(settings.image_rectified)
+    cameras = CameraInfos(settings.image_rectified)
     total = bag_io.count_messages(reader, topic)
     start = time.monotonic()
     precision = 'fp16' if settings.precision == 'auto' else settings.precision  # as the node
@@ -281,7 +282,7 @@ def run_offline(reader, topic, model, backend='auto', score_thr=0.1, progress=Tr
             stamps.append(frame.stamp_ns)
             result = estimator(image)
             latency[frame.stamp_ns] = estimator.timings.total_ms
-            camera = cameras.get(synced, image.shape)
+            camera = _camera_for(cameras, synced, image.shape)
             depth_m = _depth_for(synced, image.shape) if camera is not None else None
             depth_frames += depth_m is not None
             tracked = pipeline.update(result, frame.stamp_ns * 1e-9, depth_m, camera)
@@ -306,27 +307,14 @@ def _synced_frames(reader, topic, depth_topic, info_topic, settings):
                               max_pixels=settings.max_image_pixels)
 
 
-class _Cameras:
-    """The node's camera choice: the latest CameraInfo of the image's frame id and size."""
-
-    def __init__(self, rectified):
-        self.rectified = rectified
-        self.latest = {}
-
-    def get(self, synced, shape):
-        """PinholeCamera for the image of ``synced`` (shape (H, W, 3)), or None."""
-        from rtmo_ros.perception import PinholeCamera
-
-        info = synced.camera_info
-        if info is not None:
-            self.latest[(info.header.frame_id, info.width, info.height)] = info
-        info = self.latest.get((synced.frame.frame_id, shape[1], shape[0]))
-        if info is None:
-            return None
-        try:
-            return PinholeCamera.from_msg(info, rectified=self.rectified)
-        except ValueError:  # refused by the node as well: no 3D for this frame
-            return None
+def _camera_for(cameras, synced, shape):
+    """The node's camera choice (perception.camera.CameraInfos) for the image of ``synced``."""
+    if synced.camera_info is not None:
+        cameras.add(synced.camera_info)
+    try:
+        return cameras.camera_for(synced.frame.frame_id, shape[1], shape[0])
+    except ValueError:  # refused by the node as well: no 3D for this frame
+        return None
 
 
 def _depth_for(synced, shape):

@@ -24,6 +24,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rtmo_ros import image_conversion
 from rtmo_ros.engine.poses import Poses
 from rtmo_ros.image_conversion import ImageError
+from rtmo_ros.perception.stamp_sync import stamp_ns  # noqa: F401 - bag_io.stamp_ns, public
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED = 'sensor_msgs/msg/CompressedImage'
@@ -95,11 +96,6 @@ def typestore():
         types.update(get_types_from_msg(text, f'rtmo_msgs/msg/{name}'))
     store.register(types)
     return store
-
-
-def stamp_ns(header):
-    """Header stamp of a deserialized message in integer nanoseconds."""
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def make_header(ns, frame_id):

@@ -20,15 +20,11 @@ except ImportError:  # Humble
 
 from rtmo_ros import image_qos
 from rtmo_ros.image_conversion import ImageError, depth_to_metres
-from rtmo_ros.perception import PinholeCamera
-from rtmo_ros.perception.stamp_sync import StampBuffer
+from rtmo_ros.perception.camera import CameraInfos
+from rtmo_ros.perception.stamp_sync import StampBuffer, stamp_ns
 
-THROTTLE_S = 5.0
+THROTTLE_S = 5.0  # at most one log line per cause every 5 s for per-frame problems
 POLICY = {'reliable': ReliabilityPolicy.RELIABLE, 'best_effort': ReliabilityPolicy.BEST_EFFORT}
-
-
-def stamp_ns(header):
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 class Inputs:
@@ -39,7 +35,7 @@ class Inputs:
         self.subs = {}      # 'image' / 'camera_info' / 'depth' -> subscription
         self.watches = {}   # the same names -> image_qos.QosWatch
         self._depths = StampBuffer(30)
-        self._camera_infos = {}  # (frame_id, width, height) -> newest CameraInfo
+        self._cameras = CameraInfos(node.params.image_rectified)
 
     def topics(self):
         """name -> (message type, relative topic, callback, queue depth)."""
@@ -131,24 +127,20 @@ class Inputs:
         self._depths.add(stamp_ns(msg.header), msg)
 
     def _on_camera_info(self, msg):
-        self._camera_infos[(msg.header.frame_id, msg.width, msg.height)] = msg
+        self._cameras.add(msg)
 
     def camera_for(self, header, shape):
         """The PinholeCamera of this image (camera_info of its frame and size), or None."""
-        p = self.node.params
         height, width = shape[:2]
-        info = self._camera_infos.get((header.frame_id, width, height))
-        if info is None:
-            if p.use_depth:
-                self._without_3d('no_camera_info', 'no camera_info for frame '
-                                 f'{header.frame_id!r} at {width}x{height}; check '
-                                 'camera_info_topic')
-            return None
         try:
-            return PinholeCamera.from_msg(info, rectified=p.image_rectified)
+            camera = self._cameras.camera_for(header.frame_id, width, height)
         except ValueError as err:
             self._without_3d('no_camera_info', f'camera_info refused: {err}')
             return None
+        if camera is None and self.node.params.use_depth:
+            self._without_3d('no_camera_info', f'no camera_info for frame {header.frame_id!r} '
+                             f'at {width}x{height}; check camera_info_topic')
+        return camera
 
     def depth_for(self, header, shape):
         """Metres of the depth image paired with this image (nearest stamp), or None."""

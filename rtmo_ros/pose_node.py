@@ -55,12 +55,12 @@ from rtmo_ros.image_conversion import (
     image_to_bgr,
 )
 from rtmo_ros.markers import MarkerStyle, person_array_to_markers
-from rtmo_ros.node_inputs import Inputs, stamp_ns
+from rtmo_ros.node_inputs import THROTTLE_S, Inputs
 from rtmo_ros.node_params import NodeParams
 from rtmo_ros.perception import PersonPipeline
+from rtmo_ros.perception.stamp_sync import stamp_ns
 
 NODE_NAME = 'rtmo_pose'
-THROTTLE_S = 5.0  # at most one log line per cause every 5 s for per-frame problems
 STOP_TIMEOUT_S = 3.0  # deactivate/cleanup/shutdown wait this long for the frame in progress
 QOS_CHECK_PERIOD_S = 1.0  # how often qos_reliability auto looks at the image publishers
 EXIT_GRACE_S = 2.0  # autostart_failure exit: how long the last ERROR may wait for a reader

@@ -29,23 +29,12 @@ when ``trackeval`` is importable).
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from rtmo_ros.perception.tracker import box_iou  # noqa: F401 - track_metrics.box_iou, public
+
 IOU_THR = 0.5
 HOTA_ALPHAS = np.arange(1, 20) / 20  # 0.05, 0.10, ..., 0.95 (TrackEval's array_labels)
 TORSO = (5, 6, 11, 12)  # COCO shoulders and hips: position_3d is their mean
 _EPS = np.finfo(float).eps
-
-
-def box_iou(a, b):
-    """IoU (N, M) of boxes a (N, 4) and b (M, 4), each (x1, y1, x2, y2) [px]."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    wh = np.clip(np.minimum(a[:, None, 2:], b[None, :, 2:])
-                 - np.maximum(a[:, None, :2], b[None, :, :2]), 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    area = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)[:, None] \
-        + np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)[None, :]
-    union = area - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def match_boxes(gt_boxes, pred_boxes, iou_thr=IOU_THR):

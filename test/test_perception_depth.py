@@ -290,3 +290,28 @@ def test_uncalibrated_zero_distortion_needs_no_model_name():
     assert np.allclose(cam.rays(np.array([320.0, 240.0])), [0, 0, 1])
     assert np.isnan(cam.rays(np.array([[np.nan, 1.0]]))).all()
     assert np.isnan(cam.project(np.array([[0.0, 0.0, -1.0]]))).all()
+
+
+def test_camera_infos_pick_the_images_frame_and_size_and_build_once_per_calibration():
+    from types import SimpleNamespace
+
+    from rtmo_ros.perception.camera import CameraInfos
+
+    def info(fx=300.0, frame='cam', width=64):
+        return SimpleNamespace(header=SimpleNamespace(frame_id=frame), width=width, height=48,
+                               k=[fx, 0, 32, 0, fx, 24, 0, 0, 1], d=[0.0] * 5,
+                               p=[fx, 0, 32, 0, 0, fx, 24, 0, 0, 0, 1, 0],
+                               distortion_model='plumb_bob')
+
+    cameras = CameraInfos()
+    assert cameras.camera_for('cam', 64, 48) is None
+    cameras.add(info())
+    first = cameras.camera_for('cam', 64, 48)
+    assert first.fx == 300.0 and cameras.camera_for('other', 64, 48) is None
+    cameras.add(info())  # the next frame's copy of the same calibration
+    assert cameras.camera_for('cam', 64, 48) is first
+    cameras.add(info(fx=400.0))
+    assert cameras.camera_for('cam', 64, 48).fx == 400.0
+    cameras.add(info(fx=0.0, width=32))
+    with pytest.raises(ValueError):
+        cameras.camera_for('cam', 32, 48)

@@ -45,10 +45,8 @@ class PinholeCamera:
     @classmethod
     def from_msg(cls, msg, rectified=False):
         """Read a CameraInfo (ROS 2 lowercase ``k``/``d``/``p``, or ROS 1 ``K``/``D``/``P``)."""
-        def field(name):
-            return getattr(msg, name) if hasattr(msg, name) else getattr(msg, name.upper())
-        return cls.from_fields(msg.width, msg.height, field('k'), field('d'), field('p'),
-                               msg.distortion_model, rectified)
+        k, d, p, model = _calibration(msg)
+        return cls.from_fields(msg.width, msg.height, k, d, p, model, rectified)
 
     @property
     def fx(self):
@@ -160,3 +158,41 @@ def _check_distortion(d, distortion_model):
         raise ValueError(f'CameraInfo distortion_model {distortion_model!r} is not supported: '
                          'use plumb_bob, rational_polynomial or equidistant, or subscribe to '
                          'the rectified image with rectified=True')
+
+
+class CameraInfos:
+    """The newest CameraInfo of each (frame_id, width, height), as cameras for their images.
+
+    An image uses the camera_info of its own frame and size (the node and the bag tools alike).
+    Cameras publish the same calibration with every frame: the PinholeCamera is built (and
+    validated) again only when K, D, P or the distortion model change.
+    """
+
+    def __init__(self, rectified=False):
+        self.rectified = rectified
+        self._latest = {}  # (frame_id, width, height) -> (CameraInfo, PinholeCamera or None)
+
+    def add(self, msg):
+        key = (msg.header.frame_id, int(msg.width), int(msg.height))
+        old = self._latest.get(key)
+        if old is None or _calibration(old[0]) != _calibration(msg):
+            self._latest[key] = (msg, None)
+
+    def camera_for(self, frame_id, width, height):
+        """The image's PinholeCamera, or None without a camera_info; ValueError when refused."""
+        key = (frame_id, int(width), int(height))
+        entry = self._latest.get(key)
+        if entry is None:
+            return None
+        msg, camera = entry
+        if camera is None:
+            camera = PinholeCamera.from_msg(msg, rectified=self.rectified)
+            self._latest[key] = (msg, camera)
+        return camera
+
+
+def _calibration(msg):
+    """(K, D, P, distortion model) of a CameraInfo, ROS 2 (``k``) or ROS 1 (``K``) names."""
+    def field(name):
+        return getattr(msg, name) if hasattr(msg, name) else getattr(msg, name.upper())
+    return (tuple(field('k')), tuple(field('d')), tuple(field('p')), msg.distortion_model)

@@ -12,6 +12,11 @@ import collections
 import threading
 
 
+def stamp_ns(header):
+    """A message header's stamp in integer nanoseconds (rclpy and rosbags headers alike)."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
 class StampBuffer:
     """The last ``size`` items of one topic by header stamp [ns]."""
 

@@ -164,7 +164,9 @@ def _match(det_boxes, track_boxes, floor, det_scores=None):
 
 
 def box_iou(a, b):
-    """Pairwise IoU (len(a), len(b)) of x1, y1, x2, y2 boxes."""
+    """Pairwise IoU (len(a), len(b)) of x1, y1, x2, y2 boxes (any array-likes of 4-vectors)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
     lo = np.maximum(a[:, None, :2], b[None, :, :2])
     hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
