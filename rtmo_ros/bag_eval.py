@@ -265,8 +265,8 @@ def run_offline(reader, topic, model, backend='auto', score_thr=0.1, progress=Tr
     total = bag_io.count_messages(reader, topic)
     start = time.monotonic()
     precision = 'fp16' if settings.precision == 'auto' else settings.precision  # as the node
-    with PoseEstimator(model, backend=backend, score_thr=score_thr,
-                       precision=precision) as estimator:
+    with PoseEstimator(model, backend=backend, score_thr=score_thr, precision=precision,
+                       ort_provider=settings.ort_provider) as estimator:
         skeleton = estimator.skeleton.name
         for synced in tqdm(_synced_frames(reader, topic, depth_topic, info_topic, settings),
                            total=total, unit='frame', desc='offline', disable=not progress):

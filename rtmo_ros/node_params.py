@@ -40,6 +40,10 @@ class NodeParams:
     precision: str = _param('auto', 'numeric precision; auto = fp16 on TensorRT, else fp32 (never '
                                     'int8); int8 = a calibrated int8 graph on ONNX Runtime (CPU)',
                             choices=('auto', 'fp32', 'fp16', 'int8'))
+    ort_provider: str = _param('auto', "ONNX Runtime's execution provider; auto = CPU, or on "
+                                       'a CUDA device TensorRT > CUDA; cuda / tensorrt imply '
+                                       'the onnxruntime backend',
+                               choices=('auto', 'cpu', 'cuda', 'tensorrt'))
     engine_cache_dir: str = _param('', 'folder for built TensorRT engines; empty = engine '
                                        'default (~/.cache/rtmo_ros)')
     num_threads: int = _param(0, 'CPU threads of the ONNX Runtime / torch backends; 0 = engine '

@@ -279,7 +279,8 @@ class PoseNode(LifecycleNode):
                              max_persons=p.max_persons or None,
                              precision='fp16' if p.precision == 'auto' else p.precision,
                              cache_dir=p.engine_cache_dir or None,
-                             num_threads=p.num_threads or None)
+                             num_threads=p.num_threads or None,
+                             ort_provider=p.ort_provider)
 
     def _create_publishers(self):
         make = self.create_lifecycle_publisher

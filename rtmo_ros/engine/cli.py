@@ -30,6 +30,10 @@ def build_parser():
     parser.add_argument('--device', default=None, help='cpu, cuda or cuda:N (default: auto)')
     parser.add_argument('--precision', default='fp16', choices=['fp16', 'fp32', 'int8'],
                         help='int8: ONNX Runtime on CPU only (default %(default)s)')
+    parser.add_argument('--ort-provider', default='auto',
+                        choices=['auto', 'cpu', 'cuda', 'tensorrt'],
+                        help="ONNX Runtime's execution provider (auto: CPU, or TensorRT > CUDA "
+                             'on a CUDA device)')
     parser.add_argument('--out', type=pathlib.Path, help='folder for annotated output')
     parser.add_argument('--json', type=pathlib.Path, help='file for the results as JSON')
     parser.add_argument('--score-thr', type=float, default=0.1, help='person score threshold')
@@ -119,7 +123,7 @@ def main(argv=None):
         est = PoseEstimator(args.model, backend=args.backend, device=args.device,
                             score_thr=args.score_thr, nms_thr=args.nms_thr,
                             max_persons=args.max_persons, precision=args.precision,
-                            num_threads=args.threads)
+                            num_threads=args.threads, ort_provider=args.ort_provider)
     except (OSError, ValueError, RuntimeError) as err:
         print(f'rtmo-pose: error: {err}', file=sys.stderr)
         return 2

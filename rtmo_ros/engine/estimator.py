@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from . import postprocess
+from .backends.onnxruntime_backend import check_provider
 from .backends.select import choose, create_backend, model_kind
 from .preprocess import check_image, letterbox_image
 from .skeleton import skeleton_for
@@ -73,16 +74,20 @@ class PoseEstimator:
     'fp16' or 'fp32' for TensorRT and torch on CUDA (ONNX Runtime runs fp32), or 'int8' for
     ONNX Runtime only: the graph's int8 twin, calibrated once on synthetic people and cached
     (``quantize.int8_path``); never chosen by default. ``cache_dir``: TensorRT engine and
-    int8 graph cache. ``num_threads``: CPU threads (ONNX Runtime, torch).
+    int8 graph cache. ``num_threads``: CPU threads (ONNX Runtime, torch). ``ort_provider``:
+    ONNX Runtime's execution provider, 'auto' | 'cpu' | 'cuda' | 'tensorrt' (see
+    ``backends.onnxruntime_backend``); anything but 'auto' implies the onnxruntime backend.
     """
 
     def __init__(self, model, backend='auto', device=None, score_thr=0.1, nms_thr=0.65,
-                 max_persons=None, precision='fp16', cache_dir=None, num_threads=None):
+                 max_persons=None, precision='fp16', cache_dir=None, num_threads=None,
+                 ort_provider='auto'):
         check_precision(precision, backend)
+        check_provider(ort_provider, device, precision)
         if max_persons is not None and max_persons < 0:
             raise ValueError(f'max_persons must be >= 0 or None, got {max_persons}')
         path, self.model_name = resolve_model(model, backend)
-        name, device, why = choose(backend, model_kind(path), device)
+        name, device, why = choose(backend, model_kind(path), device, ort_provider)
         check_precision(precision, name)
         LOG.info('rtmo: backend %s (%s)', name, why)
         self.backend_reason = why
@@ -90,7 +95,8 @@ class PoseEstimator:
         self.score_thr, self.nms_thr, self.max_persons = score_thr, nms_thr, max_persons
         self._backend = create_backend(name, path, device=device, precision=precision,
                                        cache_dir=cache_dir, num_threads=num_threads,
-                                       score_thr=score_thr, nms_thr=nms_thr)
+                                       score_thr=score_thr, nms_thr=nms_thr,
+                                       ort_provider=ort_provider)
         self._inputs = np.empty((0, 3) + self.input_size[::-1], np.float32)
         self.timings = StageTimes()
 
@@ -117,6 +123,11 @@ class PoseEstimator:
         if device.startswith('cuda') and ':' not in device:
             device += ':0'
         return f'{backend.name}:{device}'
+
+    @property
+    def ort_provider(self):
+        """ONNX Runtime's provider in use ('cpu', 'cuda', 'tensorrt'); None on other backends."""
+        return getattr(self._live(), 'provider', None)
 
     @property
     def input_size(self):

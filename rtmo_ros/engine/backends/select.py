@@ -34,19 +34,27 @@ def tensorrt_usable():
     return True, 'tensorrt and a CUDA device are available'
 
 
-def choose(backend, kind, device=None):
+def choose(backend, kind, device=None, ort_provider='auto'):
     """Return (backend name, device, one-line reason) for ``backend`` on a model of ``kind``.
 
-    'auto' prefers tensorrt > onnxruntime with CUDA > onnxruntime on CPU for ONNX graphs;
-    ``device='cpu'`` forces the CPU.
+    'auto' prefers, for ONNX graphs, the tensorrt backend > onnxruntime's TensorRT provider >
+    its CUDA provider > onnxruntime on CPU; ``device='cpu'`` forces the CPU. An
+    ``ort_provider`` other than 'auto' asks for onnxruntime with that provider.
     """
     if backend not in BACKENDS:
         raise ValueError(f'unknown backend {backend!r}; choose one of {", ".join(BACKENDS)}')
+    if ort_provider != 'auto' and (backend not in ('auto', 'onnxruntime') or kind != 'onnx'):
+        raise ValueError(f'ort_provider {ort_provider} applies to the onnxruntime backend on '
+                         f'an .onnx graph, not to backend {backend} with a .{kind} model; set '
+                         'ort_provider to auto')
     if backend != 'auto':
         if backend not in RUNS[kind]:
             raise ValueError(f'the {backend} backend cannot run a .{kind} model; it runs with '
                              f'{" or ".join(RUNS[kind])} (export ONNX with rtmo-export)')
         return backend, device, f'backend {backend} requested'
+    if ort_provider != 'auto':
+        return ('onnxruntime', 'cpu' if ort_provider == 'cpu' else device,
+                f'ort_provider {ort_provider} requested')
     if kind == 'engine':
         return 'tensorrt', device, 'a serialized TensorRT engine runs only with tensorrt'
     if kind == 'pth':
@@ -56,19 +64,23 @@ def choose(backend, kind, device=None):
     ok, why = tensorrt_usable()
     if ok:
         return 'tensorrt', device, why
-    from .onnxruntime_backend import cuda_provider_available
-    if cuda_provider_available():
+    from .onnxruntime_backend import available_providers
+    found = available_providers()
+    if 'tensorrt' in found:
+        return 'onnxruntime', device or 'cuda', f'{why}; onnxruntime has the TensorRT provider'
+    if 'cuda' in found:
         return 'onnxruntime', device or 'cuda', f'{why}; onnxruntime has CUDA'
     return 'onnxruntime', 'cpu', f'{why} and onnxruntime has no CUDA provider: CPU'
 
 
 def create_backend(name, path, device=None, precision='fp16', cache_dir=None,
-                   num_threads=None, score_thr=0.1, nms_thr=0.65):
+                   num_threads=None, score_thr=0.1, nms_thr=0.65, ort_provider='auto'):
     """Create backend ``name`` ('tensorrt' | 'onnxruntime' | 'torch') for the model at ``path``."""
     if name == 'onnxruntime':
         from .onnxruntime_backend import OnnxRuntimeBackend
         return OnnxRuntimeBackend(path, device=device, num_threads=num_threads,
-                                  precision=precision, cache_dir=cache_dir)
+                                  precision=precision, cache_dir=cache_dir,
+                                  provider=ort_provider)
     if name == 'tensorrt':
         from .tensorrt_backend import TensorRTBackend
         return TensorRTBackend(path, device=device, precision=precision, cache_dir=cache_dir)
