@@ -24,8 +24,13 @@ the ONNX parsers of TensorRT 8.6 and 10 import (``TENSORRT_OPS``; TensorRT build
 its INMSLayer). Export rewrites parameters only (``RTMO.deploy()`` on a copy: BatchNorm
 folding, RepVGG fusion); the graph runs the same code as ``RTMO.forward``.
 
+``--jetpack5`` exports for TensorRT 8.5 (JetPack 5, every Xavier), whose ONNX parser imports
+no LayerNormalization: opset 16, where the exporter writes LayerNorm as its elementary ops
+(``TENSORRT_85_OPS``); TopK's K is a constant in every export, as 8.5 needs.
+
 Command line: ``rtmo-export CHECKPOINT OUTPUT.onnx [--max-detections N] [--dynamic-batch]
-[--opset 17]``; CHECKPOINT is an mmpose RTMO ``.pth`` or an rtmo_train checkpoint.
+[--opset 17 | --jetpack5]``; CHECKPOINT is an mmpose RTMO ``.pth`` or an rtmo_train
+checkpoint.
 """
 import argparse
 import copy
@@ -54,6 +59,9 @@ TENSORRT_OPS = frozenset({
     'Sigmoid', 'Sin', 'Slice', 'Softmax', 'Split', 'Sqrt', 'Squeeze', 'Sub', 'Tile', 'TopK',
     'Transpose', 'Unsqueeze', 'Where',
 })
+# TensorRT 8.5 (JetPack 5): the same without LayerNormalization (imported from 8.6 on)
+TENSORRT_85_OPS = TENSORRT_OPS - {'LayerNormalization'}
+JETPACK5_OPSET = 16  # the last opset without LayerNormalization: the exporter decomposes it
 
 
 class NonMaxSuppression(torch.autograd.Function):
@@ -130,8 +138,9 @@ def export_onnx(model, path, max_detections=MAX_DETECTIONS, dynamic_batch=False,
     The model is copied and fused (``deploy()``); ``model`` itself is not changed. Returns
     N, the number of rows per image in the outputs.
     """
-    if opset < 17:
-        raise ValueError(f'opset must be >= 17 (LayerNormalization), got {opset}')
+    if opset < JETPACK5_OPSET:
+        raise ValueError(f'opset must be >= {JETPACK5_OPSET} (17: LayerNormalization; '
+                         f'{JETPACK5_OPSET}: for TensorRT 8.5), got {opset}')
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = RTMOWithNMS(copy.deepcopy(model).cpu().float().deploy(), max_detections).eval()
@@ -164,8 +173,14 @@ def parse_args(argv=None):
                         help='N, rows per image in the outputs (default %(default)s)')
     parser.add_argument('--dynamic-batch', action='store_true',
                         help='make the batch axis dynamic (default: fixed batch 1)')
-    parser.add_argument('--opset', type=int, default=17, help='ONNX opset (>= 17)')
+    parser.add_argument('--opset', type=int, default=17,
+                        help=f'ONNX opset (>= 17, or {JETPACK5_OPSET} as --jetpack5)')
+    parser.add_argument('--jetpack5', action='store_true',
+                        help='for TensorRT 8.5 (JetPack 5): opset 16, LayerNormalization '
+                             'decomposed into elementary ops')
     args = parser.parse_args(argv)
+    if args.jetpack5:
+        args.opset = JETPACK5_OPSET
     if args.max_detections < 1:
         parser.error(f'--max-detections must be >= 1, got {args.max_detections}')
     return args

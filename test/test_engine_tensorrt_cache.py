@@ -133,7 +133,8 @@ def fake_backend():
     from types import SimpleNamespace
     return SimpleNamespace(trt=SimpleNamespace(__version__='10.3.0'), logger=None,
                            cuda=SimpleNamespace(gpu_name='Orin', capability=(8, 7)),
-                           precision='fp16', _deserialize=lambda data: ('engine', bytes(data)))
+                           precision='fp16', progress=None,
+                           _deserialize=lambda data: ('engine', bytes(data)))
 
 
 @pytest.mark.parametrize('writable', [True, False])
@@ -142,7 +143,7 @@ def test_built_engine_runs_even_when_the_cache_is_read_only(monkeypatch, tmp_pat
     built = []
     monkeypatch.setattr(trt_backend, 'onnx_input_shape', lambda path: [1, 3, 64, 64])
     monkeypatch.setattr(trt_backend, 'build_engine',
-                        lambda *args: built.append(args) or b'built-engine')
+                        lambda *args, **kwargs: built.append(args) or b'built-engine')
     onnx = tmp_path / 'm.onnx'
     onnx.write_bytes(b'graph')
     cache = EngineCache(tmp_path / 'engines' if writable else unwritable_dir(tmp_path))

@@ -104,3 +104,30 @@ def test_cli_reports_a_missing_checkpoint(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(missing) in err and 'not found' in err
     assert not (tmp_path / 'x.onnx').exists()
+
+
+def test_jetpack5_export_has_only_tensorrt85_ops_and_constant_topk(parity_dir, model, net_input,
+                                                                    tmp_path):
+    """TensorRT 8.5 imports no LayerNormalization and needs TopK's K constant: the --jetpack5
+    graph has neither problem (checked with the ONNX tooling, no TensorRT here) and gives the
+    opset-17 graph's keypoints."""
+    from rtmo_ros.engine.backends.tensorrt_backend import graph_findings
+    from rtmo_train.export import TENSORRT_85_OPS
+
+    path = tmp_path / 'jp5.onnx'
+    assert main([str(parity_dir / 'rtmo-s_coco_seed1.pth'), str(path), '--jetpack5']) == 0
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph, full_check=True)
+    assert max(o.version for o in graph.opset_import if o.domain in ('', 'ai.onnx')) == 16
+    ops = {node.op_type for node in graph.graph.node}
+    assert ops <= TENSORRT_85_OPS, f'operators TensorRT 8.5 cannot import: {ops - TENSORRT_85_OPS}'
+    assert graph_findings(path) == {'layer_norm': False, 'computed_topk_k': False}
+    dets, kpts = run(path, net_input)
+    ref_path = tmp_path / 'o17.onnx'
+    export_onnx(model, ref_path)
+    ref_dets, ref_kpts = run(ref_path, net_input)
+    assert graph_findings(ref_path)['layer_norm']
+    valid = ref_dets[0, :, 4] > 0
+    assert np.array_equal(dets[0, :, 4] > 0, valid)
+    assert np.abs(kpts[0, valid, :, :2] - ref_kpts[0, valid, :, :2]).max() <= PIXEL_TOL
+

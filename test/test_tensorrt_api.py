@@ -113,6 +113,45 @@ class Context:
         return True
 
 
+class Network:
+    """conv -> scale -> head (conv) -> decode -> topk -> gather; shape_of is integer."""
+
+    def __init__(self, trt):
+        self.layers = network_layers(trt.LayerType, trt)
+        self.num_layers = len(self.layers)
+
+    def get_input(self, i):
+        return SimpleNamespace(name='input')
+
+    def get_layer(self, i):
+        return self.layers[i]
+
+
+class TimingCache:
+    def __init__(self, data):
+        self.data = data
+
+    def serialize(self):
+        return self.data + b'+measured'
+
+
+class TimingConfig:
+    """IBuilderConfig's timing-cache calls (the same in 8.6, 10 and 11), logged in ``log``."""
+
+    log = []
+
+    def create_timing_cache(self, data):
+        self.log.append(('create_timing_cache', bytes(data)))
+        return None if data == b'corrupt' else TimingCache(bytes(data))
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        self.log.append(('set_timing_cache', cache.data, ignore_mismatch))
+        self.timing = cache
+
+    def get_timing_cache(self):
+        return self.timing
+
+
 def fake_tensorrt(version, built=b'serialized-engine', deserialize=True):
     """A ``tensorrt`` module of ``version`` ('8.6.1' | '10.3.0' | '11.4.0'); ``trt.calls``
     lists the builder calls made."""
@@ -142,14 +181,12 @@ def fake_tensorrt(version, built=b'serialized-engine', deserialize=True):
             calls.append(('parse_from_file', path, pathlib.Path(path).read_bytes()))
             return True
 
-    class Network:
-        def get_input(self, i):
-            return SimpleNamespace(name='input')
-
-    class Config:
+    class Config(TimingConfig):
+        log = calls
         set_memory_pool_limit = staticmethod(record('set_memory_pool_limit'))
         set_flag = staticmethod(record('set_flag'))
         add_optimization_profile = staticmethod(record('add_optimization_profile'))
+
 
     class Builder:
         def __init__(self, logger):
@@ -157,7 +194,7 @@ def fake_tensorrt(version, built=b'serialized-engine', deserialize=True):
 
         def create_network(self, flags):
             calls.append(('create_network', flags))
-            return Network()
+            return Network(trt)
 
         def create_builder_config(self):
             return Config()
@@ -177,7 +214,12 @@ def fake_tensorrt(version, built=b'serialized-engine', deserialize=True):
             calls.append(('deserialize_cuda_engine', bytes(data)))
             return Engine(trt) if deserialize else None
 
-    flags = {'TF32': 7} if major >= 11 else {'FP16': 0, 'INT8': 1, 'TF32': 7}
+    flags = {'TF32': 7} if major >= 11 else {'FP16': 0, 'INT8': 1, 'TF32': 7,
+                                             'PREFER_PRECISION_CONSTRAINTS': 12}
+    LayerType = SimpleNamespace(CONVOLUTION='CONVOLUTION', ELEMENTWISE='ELEMENTWISE',
+                                TOPK='TOPK', GATHER='GATHER', SHAPE='SHAPE',
+                                MATRIX_MULTIPLY='MATRIX_MULTIPLY', NMS='NMS')
+
     net_flags = {'STRONGLY_TYPED': 1} if major >= 10 else {}
     if major < 11:
         net_flags['EXPLICIT_BATCH'] = 0
@@ -187,7 +229,8 @@ def fake_tensorrt(version, built=b'serialized-engine', deserialize=True):
         BuilderFlag=SimpleNamespace(**flags),
         NetworkDefinitionCreationFlag=SimpleNamespace(**net_flags),
         MemoryPoolType=SimpleNamespace(WORKSPACE=0),
-        TensorIOMode=SimpleNamespace(INPUT='INPUT', OUTPUT='OUTPUT'), nptype=np.dtype)
+        TensorIOMode=SimpleNamespace(INPUT='INPUT', OUTPUT='OUTPUT'), nptype=np.dtype,
+        LayerType=LayerType, float32='float32', int32='int32')
     if major >= 10:  # IProgressMonitor and IBuilderConfig.progress_monitor arrived in 10.0
         class IProgressMonitor:
             def __init__(self):
@@ -196,6 +239,40 @@ def fake_tensorrt(version, built=b'serialized-engine', deserialize=True):
         trt.IProgressMonitor = IProgressMonitor
         Config.progress_monitor = None
     return trt
+
+
+class Layer:
+    """An ILayer: type, input / output tensors, precision and output types as set."""
+
+    def __init__(self, name, kind, inputs, outputs):
+        self.name, self.type, self.inputs, self.outputs = name, kind, inputs, outputs
+        self.num_inputs, self.num_outputs = len(inputs), len(outputs)
+        self.precision, self.output_types = None, {}
+
+    def get_input(self, j):
+        return self.inputs[j]
+
+    def get_output(self, j):
+        return self.outputs[j]
+
+    def set_output_type(self, j, dtype):
+        self.output_types[j] = dtype
+
+
+def network_layers(kind, trt):
+    def tensor(name, float_=True):
+        return SimpleNamespace(name=name, dtype=trt.float32 if float_ else trt.int32)
+
+    x, f, h, d = tensor('input'), tensor('f'), tensor('head'), tensor('decoded')
+    shape, scores, idx, picked = tensor('shape', False), tensor('s'), tensor('i', False), \
+        tensor('picked')
+    return [Layer('backbone', kind.CONVOLUTION, [x], [f]),
+            Layer('shape_of', kind.SHAPE, [f], [shape]),
+            Layer('scale', kind.ELEMENTWISE, [f, f], [tensor('f2')]),
+            Layer('head', kind.CONVOLUTION, [tensor('f2')], [h]),
+            Layer('decode', kind.ELEMENTWISE, [h, h], [d]),
+            Layer('topk', kind.TOPK, [d], [scores, idx]),
+            Layer('gather', kind.GATHER, [d, idx], [picked])]
 
 
 # ---------------------------------------------------------------- test double of cuda-python
@@ -259,8 +336,9 @@ def test_build_calls_per_version(version, tmp_path):
     assert ('create_network', 1 if version.startswith('8') else 0) in trt.calls
     assert (('set_flag', 0) in trt.calls) == (not version.startswith('11'))
     assert names(trt.calls) == ['create_network', 'parse_from_file', 'set_memory_pool_limit'] + \
-        ['set_flag'] * (not version.startswith('11')) + \
-        ['set_shape', 'add_optimization_profile', 'build_serialized_network']
+        ['set_flag'] * 2 * (not version.startswith('11')) + \
+        ['set_shape', 'add_optimization_profile', 'create_timing_cache', 'set_timing_cache',
+         'build_serialized_network']
     assert trt_backend.has_fp16_flag(trt) == (not version.startswith('11'))
     trt = fake_tensorrt(version)
     build(trt, precision='fp32', path=onnx)
@@ -269,7 +347,7 @@ def test_build_calls_per_version(version, tmp_path):
 
 def backend_for(trt, precision='fp16'):
     """Just enough of a TensorRTBackend for ``_engine_from_onnx``."""
-    return SimpleNamespace(trt=trt, logger=None, precision=precision,
+    return SimpleNamespace(trt=trt, logger=None, precision=precision, progress=print,
                            cuda=SimpleNamespace(gpu_name='Orin', capability=(8, 7)),
                            _deserialize=trt.Runtime(None).deserialize_cuda_engine)
 
@@ -539,3 +617,149 @@ def test_cuda_bindings_runtime_is_preferred_to_the_old_cudart(monkeypatch):
     assert cuda_memory._cudart() is new
     monkeypatch.setitem(sys.modules, 'cuda.bindings', None)  # not installed
     assert cuda_memory._cudart() is old
+
+
+# ---------------------------------------------------------------- fp16 tail, timing cache, 8.5
+@pytest.mark.parametrize('version', ('8.6.1', '10.3.0'))
+def test_fp16_build_keeps_the_decoding_tail_fp32(version, tmp_path):
+    """(test double) with BuilderFlag.FP16 the layers after the last Conv/MatMul and the
+    index ops get fp32 precision and outputs (float ones only), and precision constraints are
+    preferred; the backbone and head stay free to run fp16."""
+    trt = fake_tensorrt(version)
+    captured = []
+    real = trt.Builder.create_network
+    trt.Builder.create_network = lambda self, flags: captured.append(real(self, flags)) or \
+        captured[-1]
+    onnx = tmp_path / 'm.onnx'
+    onnx.write_bytes(b'graph')
+    build(trt, path=onnx)
+    layers = {layer.name: layer for layer in captured[0].layers}
+    fp32 = {name for name, layer in layers.items() if layer.precision == trt.float32}
+    assert fp32 == {'decode', 'gather'}  # topk has an int output, shape_of is integer
+    assert layers['decode'].output_types == {0: trt.float32}
+    assert ('set_flag', trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS) in trt.calls
+    trt32 = fake_tensorrt(version)
+    build(trt32, precision='fp32', path=onnx)
+    assert 'set_flag' not in names(trt32.calls)
+
+
+def test_tail_rule_matches_the_onnx_rule_of_tensorrt_11():
+    """The network rule and the ONNX-graph rule (fp16 graph of 11) name the same tail."""
+    onnx = pytest.importorskip('onnx')
+    graph = onnx.load(str(BUNDLED)).graph
+    tail = set(trt_backend.fp32_node_names(graph))
+    ops = {n.op_type for n in graph.node if n.name in tail}
+    assert {'TopK', 'NonMaxSuppression'} <= ops and 'Conv' not in ops
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_builds_share_a_timing_cache_per_tensorrt_and_gpu(version, tmp_path):
+    """(test double) the first build starts an empty timing cache and stores it; the next
+    build (another model or precision) starts from the stored bytes."""
+    trt = fake_tensorrt(version)
+    onnx = tmp_path / 'm.onnx'
+    onnx.write_bytes(b'graph')
+    timing = EngineCache(tmp_path / 'engines').timing_cache_path(version, 'Orin (64GB)', (8, 7))
+    assert timing.name == f'timing-trt{version}-Orin--64GB--sm87.cache'
+    trt_backend.build_engine(trt, None, onnx, 'fp16', [[1, 3, 64, 64]] * 3, timing)
+    assert ('create_timing_cache', b'') in trt.calls
+    assert ('set_timing_cache', b'', False) in trt.calls
+    assert timing.read_bytes() == b'+measured'
+    trt.calls.clear()
+    trt_backend.build_engine(trt, None, onnx, 'fp32', [[1, 3, 64, 64]] * 3, timing)
+    assert ('create_timing_cache', b'+measured') in trt.calls
+    assert timing.read_bytes() == b'+measured+measured'
+
+
+def test_a_corrupt_timing_cache_is_replaced_with_a_warning(tmp_path, caplog):
+    trt = fake_tensorrt('10.3.0')
+    onnx = tmp_path / 'm.onnx'
+    onnx.write_bytes(b'graph')
+    timing = tmp_path / 'timing.cache'
+    timing.write_bytes(b'corrupt')
+    with caplog.at_level(logging.WARNING):
+        trt_backend.build_engine(trt, None, onnx, 'fp16', [[1, 3, 64, 64]] * 3, timing)
+    assert 'does not load; starting a new one' in caplog.text
+    assert timing.read_bytes() == b'+measured'
+
+
+def test_a_fresh_engine_build_stores_the_timing_cache_beside_the_engines(tmp_path):
+    """(test double) TensorRTBackend's build path names the cache by version and GPU."""
+    pytest.importorskip('onnx')
+    trt = fake_tensorrt('10.3.0')
+    trt_backend.TensorRTBackend._engine_from_onnx(backend_for(trt), BUNDLED,
+                                                  EngineCache(tmp_path / 'engines'))
+    assert [p.name for p in (tmp_path / 'engines').glob('timing-*')] == [
+        'timing-trt10.3.0-Orin-sm87.cache']
+
+
+def test_progress_reports_build_phases_on_tensorrt_10(tmp_path):
+    """(test double) IProgressMonitor phases become progress lines for /diagnostics."""
+    trt = fake_tensorrt('10.3.0')
+    lines = []
+    monitor = trt_backend.attach_progress(trt, trt.Builder(None).create_builder_config(),
+                                          lines.append)
+    monitor.phase_start('Building engine', None, 3)
+    monitor.phase_start('Tactic selection', 'Building engine', 100)  # nested: not shown
+    assert monitor.step_complete('Building engine', 0) is True
+    assert lines == ['building engine: Building engine (0/3)',
+                     'building engine: Building engine (1/3)']
+
+
+def layer_norm_graph(path, computed_k=False):
+    """A tiny graph with LayerNormalization (opset 17) or a TopK whose K is computed."""
+    onnx = pytest.importorskip('onnx')
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, None])
+    if computed_k:
+        nodes = [helper.make_node('Shape', ['x'], ['s']),
+                 helper.make_node('Slice', ['s', 'one', 'two'], ['k']),
+                 helper.make_node('TopK', ['x', 'k'], ['y', 'i'])]
+        inits = [helper.make_tensor('one', TensorProto.INT64, [1], [1]),
+                 helper.make_tensor('two', TensorProto.INT64, [1], [2])]
+    else:
+        nodes = [helper.make_node('LayerNormalization', ['x', 'g'], ['y'])]
+        inits = [helper.make_tensor('g', TensorProto.FLOAT, [4], [1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, 'g', [x], [y], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize('computed_k', (False, True))
+def test_tensorrt_85_refuses_what_it_cannot_import_before_building(computed_k, tmp_path):
+    """(test double of 8.5.2, JetPack 5) LayerNormalization or a computed TopK K: a clear
+    BackendUnavailable naming rtmo-export --jetpack5 and ONNX Runtime CUDA, no build."""
+    trt = fake_tensorrt('8.5.2')
+    path = layer_norm_graph(tmp_path / 'g.onnx', computed_k)
+    with pytest.raises(BackendUnavailable, match='TensorRT 8.5.2 cannot import') as err:
+        trt_backend.build_engine(trt, None, path, 'fp16', [[1, 4]] * 3)
+    assert '--jetpack5' in str(err.value) and 'ort_provider' in str(err.value)
+    assert ('a TopK whose K is computed' in str(err.value)) == computed_k
+    assert trt.calls == []
+
+
+def test_tensorrt_85_builds_a_graph_without_either(tmp_path):
+    """(test double) the bundled graph has LayerNormalization; a decomposed one passes."""
+    trt = fake_tensorrt('8.5.2')
+    onnx = pytest.importorskip('onnx')
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g',
+                              [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / 'relu.onnx'
+    onnx.save(helper.make_model(graph), path)
+    assert trt_backend.build_engine(trt, None, path, 'fp32', [[1, 4]] * 3) == b'serialized-engine'
+
+
+def test_tensorrt_86_warns_about_a_computed_topk_k(tmp_path, caplog):
+    trt = fake_tensorrt('8.6.1')
+    path = layer_norm_graph(tmp_path / 'g.onnx', computed_k=True)
+    with caplog.at_level(logging.WARNING):
+        trt_backend.build_engine(trt, None, path, 'fp32', [[1, 4]] * 3)
+    assert 'TopK whose K is computed' in caplog.text and 'rtmo-export' in caplog.text
+
+
+def test_tensorrt_before_85_has_no_nms_importer(tmp_path):
+    with pytest.raises(BackendUnavailable, match='no NonMaxSuppression importer'):
+        trt_backend.build_engine(fake_tensorrt('8.4.3'), None, BUNDLED, 'fp32', [[1]] * 3)

@@ -109,3 +109,14 @@ class EngineCache:
                 path.unlink(missing_ok=True)
             except OSError as err:  # read-only cache: the rebuilt engine is not stored either
                 LOG.warning('rtmo: could not remove %s (%s)', path, err)
+
+    def timing_cache_path(self, tensorrt_version, gpu_name, compute_capability):
+        """Where the TensorRT timing cache of one TensorRT version and GPU model lives.
+
+        The timing cache holds measured kernel timings: any later build on the same GPU and
+        TensorRT (another model, precision or batch profile) reuses them and builds faster.
+        """
+        gpu = ''.join(c if c.isalnum() else '-' for c in gpu_name)
+        sm = ''.join(str(v) for v in compute_capability)
+        return self.folder / f'timing-trt{tensorrt_version}-{gpu}-sm{sm}.cache'
+

@@ -77,11 +77,12 @@ class PoseEstimator:
     int8 graph cache. ``num_threads``: CPU threads (ONNX Runtime, torch). ``ort_provider``:
     ONNX Runtime's execution provider, 'auto' | 'cpu' | 'cuda' | 'tensorrt' (see
     ``backends.onnxruntime_backend``); anything but 'auto' implies the onnxruntime backend.
+    ``progress``: called with one line of text per step of a long start (a TensorRT build).
     """
 
     def __init__(self, model, backend='auto', device=None, score_thr=0.1, nms_thr=0.65,
                  max_persons=None, precision='fp16', cache_dir=None, num_threads=None,
-                 ort_provider='auto'):
+                 ort_provider='auto', progress=None):
         check_precision(precision, backend)
         check_provider(ort_provider, device, precision)
         if max_persons is not None and max_persons < 0:
@@ -96,7 +97,7 @@ class PoseEstimator:
         self._backend = create_backend(name, path, device=device, precision=precision,
                                        cache_dir=cache_dir, num_threads=num_threads,
                                        score_thr=score_thr, nms_thr=nms_thr,
-                                       ort_provider=ort_provider)
+                                       ort_provider=ort_provider, progress=progress)
         self._inputs = np.empty((0, 3) + self.input_size[::-1], np.float32)
         self.timings = StageTimes()
 

@@ -74,7 +74,8 @@ def choose(backend, kind, device=None, ort_provider='auto'):
 
 
 def create_backend(name, path, device=None, precision='fp16', cache_dir=None,
-                   num_threads=None, score_thr=0.1, nms_thr=0.65, ort_provider='auto'):
+                   num_threads=None, score_thr=0.1, nms_thr=0.65, ort_provider='auto',
+                   progress=None):
     """Create backend ``name`` ('tensorrt' | 'onnxruntime' | 'torch') for the model at ``path``."""
     if name == 'onnxruntime':
         from .onnxruntime_backend import OnnxRuntimeBackend
@@ -83,7 +84,8 @@ def create_backend(name, path, device=None, precision='fp16', cache_dir=None,
                                   provider=ort_provider)
     if name == 'tensorrt':
         from .tensorrt_backend import TensorRTBackend
-        return TensorRTBackend(path, device=device, precision=precision, cache_dir=cache_dir)
+        return TensorRTBackend(path, device=device, precision=precision, cache_dir=cache_dir,
+                               progress=progress)
     if name == 'torch':
         from .torch_backend import TorchBackend
         return TorchBackend(path, device=device, precision=precision, score_thr=score_thr,

@@ -12,6 +12,12 @@ kept fp32) and the cache is keyed on the converted graph. A serialized engine
 falls back to the binding API (``execute_async_v2``) where that is absent. The official RTMO
 graphs end in a NonMaxSuppression whose output count depends on the data: those outputs get
 an ``IOutputAllocator`` (TensorRT 10 no longer reports their shape otherwise).
+
+Builds reuse a timing cache per TensorRT version and GPU (``EngineCache.timing_cache_path``).
+In fp16 on 8.6/10 the decoding tail (``tail_layers``: no Conv/MatMul downstream) and index ops
+are constrained to fp32, as the fp16 graph of 11 keeps them. TensorRT 8.5 (JetPack 5) imports
+neither LayerNormalization nor a TopK whose K is computed: ``check_parsable`` refuses such a
+graph before the build, naming ``rtmo-export --jetpack5`` and ONNX Runtime's CUDA provider.
 """
 import logging
 import os
@@ -22,7 +28,7 @@ import warnings
 
 import numpy as np
 
-from ..download import sha256_of
+from ..download import atomic_write, sha256_of
 from ..engine_cache import EngineCache, make_key
 from . import Backend, BackendUnavailable
 from .cuda_memory import device_count, open_device
@@ -84,8 +90,9 @@ class TensorRTBackend(Backend):
     name = 'tensorrt'
     graph_nms_thr = GRAPH_NMS_THR
 
-    def __init__(self, path, device=None, precision='fp16', cache_dir=None):
+    def __init__(self, path, device=None, precision='fp16', cache_dir=None, progress=None):
         index = device_index(device)
+        self.progress = progress or (lambda text: None)
         self.trt = import_tensorrt()
         self.cuda = open_device(index)
         self.precision = precision
@@ -126,7 +133,10 @@ class TensorRTBackend(Backend):
                     return engine
                 LOG.warning('rtmo: cached engine %s does not deserialize: rebuilding', cached)
                 cache.discard(onnx_path.stem, key)
-            data = build_engine(self.trt, self.logger, graph, self.precision, profile)
+            timing = cache.timing_cache_path(self.trt.__version__, self.cuda.gpu_name,
+                                             self.cuda.capability)
+            data = build_engine(self.trt, self.logger, graph, self.precision, profile,
+                                timing_cache=timing, progress=self.progress)
         stored = cache.try_store(onnx_path.stem, key, data)  # read-only cache: a warning
         if stored is not None:
             LOG.info('rtmo: cached TensorRT engine in %s', stored)
@@ -272,29 +282,40 @@ def network_flags(trt):
     return 1 << int(flag)
 
 
-def build_engine(trt, logger, onnx_path, precision, profile):
+def build_engine(trt, logger, onnx_path, precision, profile, timing_cache=None,
+                 progress=None):
     """Parse the ONNX graph and build a serialized engine; return its bytes.
 
-    fp16 sets ``BuilderFlag.FP16`` where it exists; without it (TensorRT 11) ``onnx_path`` is
-    expected to be the fp16 graph already (``fp16_graph``).
+    fp16 sets ``BuilderFlag.FP16`` where it exists, with the decoding tail kept fp32
+    (``keep_tail_fp32``); without the flag (TensorRT 11) ``onnx_path`` is expected to be the
+    fp16 graph already (``fp16_graph``). ``timing_cache``: file read before and written after
+    the build. ``progress``: called with a line of text per build phase.
     """
+    progress = progress or (lambda text: None)
+    check_parsable(trt, onnx_path)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
+    progress(f'parsing {pathlib.Path(onnx_path).name} with TensorRT {trt.__version__}')
     if not parser.parse_from_file(os.fspath(onnx_path)):
         errors = '; '.join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ValueError(f'TensorRT {trt.__version__} cannot parse {onnx_path}: {errors} (the '
-                         'RTMO graph needs NonMaxSuppression support: TensorRT >= 8.6)')
+        raise ValueError(f'TensorRT {trt.__version__} cannot parse {onnx_path}: {errors} ('
+                         'graphs made by rtmo-export are the ones this project builds; '
+                         "backend='onnxruntime' runs any RTMO graph)")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE)
     if precision == 'fp16' and has_fp16_flag(trt):
         config.set_flag(trt.BuilderFlag.FP16)
+        kept = keep_tail_fp32(trt, network, config)
+        LOG.info('rtmo: %d TensorRT layers (decoding, NMS, indices) kept fp32', kept)
     opt = builder.create_optimization_profile()
     opt.set_shape(network.get_input(0).name, *profile)
     config.add_optimization_profile(opt)
-    monitor = attach_progress(trt, config)
+    timings = use_timing_cache(config, timing_cache)
+    monitor = attach_progress(trt, config, progress)
     LOG.warning('rtmo: building a %s TensorRT engine from %s; this runs once and takes '
                 'minutes on a Jetson', precision, onnx_path)
+    progress(f'building a {precision} engine (minutes on a Jetson)')
     start = time.monotonic()
     data = builder.build_serialized_network(network, config)
     del monitor
@@ -302,29 +323,157 @@ def build_engine(trt, logger, onnx_path, precision, profile):
         raise RuntimeError(f'TensorRT failed to build an engine from {onnx_path}; see the '
                            'TensorRT messages above')
     LOG.warning('rtmo: TensorRT engine built in %.0f s', time.monotonic() - start)
+    save_timing_cache(config, timings, timing_cache)
     return bytes(data)
 
 
-def attach_progress(trt, config):
-    """Log build phases through an IProgressMonitor where TensorRT has one (>= 10)."""
+def graph_findings(onnx_path):
+    """What in an ONNX graph decides whether an older TensorRT imports it:
+    ``{'layer_norm': bool, 'computed_topk_k': bool}`` (K not an initializer or Constant)."""
+    import onnx
+    graph = onnx.load(os.fspath(onnx_path), load_external_data=False).graph
+    constants = {init.name for init in graph.initializer}
+    constants.update(out for node in graph.node if node.op_type == 'Constant'
+                     for out in node.output)
+    topk_k = [node.input[1] for node in graph.node if node.op_type == 'TopK']
+    return {'layer_norm': any(n.op_type == 'LayerNormalization' for n in graph.node),
+            'computed_topk_k': any(k not in constants for k in topk_k)}
+
+
+JETPACK5 = ("TensorRT {version} cannot import {what}; JetPack 5's TensorRT 8.5 needs a graph "
+            'without both: rtmo-export CHECKPOINT OUT.onnx --jetpack5 (LayerNormalization '
+            "decomposed, constant TopK K), or run backend='onnxruntime' with ort_provider "
+            'cuda (onnxruntime-gpu for JetPack 5 from the Jetson Zoo)')
+
+
+def check_parsable(trt, onnx_path):
+    """Refuse, before a minutes-long attempt, a graph the installed TensorRT cannot import.
+
+    TensorRT < 8.5 has no NonMaxSuppression importer; 8.5 imports neither
+    LayerNormalization (8.6 on) nor a TopK whose K is computed (mmdeploy's RTMO graph). On
+    8.6 and later a computed K is only warned about: whether the builder takes it is
+    undocumented, and rtmo-export's constant-K graph is the one to prefer.
+    """
+    version = tuple(int(v) for v in trt.__version__.split('.')[:2])
+    if version < (8, 5):
+        raise BackendUnavailable(f'TensorRT {trt.__version__} has no NonMaxSuppression '
+                                 "importer (8.5 and later do); use backend='onnxruntime'")
+    try:
+        found = graph_findings(onnx_path)
+    except Exception:  # noqa: BLE001 - no onnx package or an odd file: let the parser judge
+        return
+    if version < (8, 6):
+        what = [name for name, key in (('LayerNormalization', 'layer_norm'),
+                                       ("a TopK whose K is computed (mmdeploy's graph)",
+                                        'computed_topk_k')) if found[key]]
+        if what:
+            raise BackendUnavailable(JETPACK5.format(version=trt.__version__,
+                                                     what=' or '.join(what)))
+    elif found['computed_topk_k']:
+        LOG.warning('rtmo: %s has a TopK whose K is computed from the data (mmdeploy\'s '
+                    'graph); TensorRT does not document whether it builds that: if the build '
+                    'fails, export the checkpoint with rtmo-export (constant K)', onnx_path)
+
+
+WEIGHTED_LAYERS = ('CONVOLUTION', 'DECONVOLUTION', 'MATRIX_MULTIPLY', 'FULLY_CONNECTED')
+FP32_LAYERS = ('TOPK', 'NMS', 'GATHER', 'SCATTER', 'NON_ZERO')
+
+
+def tail_layers(trt, network):
+    """The network's layers to keep fp32: index ops and the decoding tail after the last
+    weighted layer (the same rule as ``fp32_node_names`` for the ONNX graph of TensorRT 11)."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    kinds = {getattr(trt.LayerType, name, None) for name in WEIGHTED_LAYERS} - {None}
+    index_kinds = {getattr(trt.LayerType, name, None) for name in FP32_LAYERS} - {None}
+    consumers = {}
+    for i, layer in enumerate(layers):
+        for j in range(layer.num_inputs):
+            tensor = layer.get_input(j)
+            if tensor is not None:
+                consumers.setdefault(tensor.name, []).append(i)
+    feeds_weights = set()
+    for i in reversed(range(len(layers))):
+        outputs = [layers[i].get_output(j).name for j in range(layers[i].num_outputs)]
+        if layers[i].type in kinds or any(c in feeds_weights for name in outputs
+                                          for c in consumers.get(name, ())):
+            feeds_weights.add(i)
+    return [layer for i, layer in enumerate(layers)
+            if layer.type in index_kinds or i not in feeds_weights]
+
+
+def keep_tail_fp32(trt, network, config):
+    """Constrain ``tail_layers`` with float outputs to fp32 in an fp16 build; return how many.
+
+    In fp16 the keypoint decoding would have 0.5 px steps between 512 and 1024 px.
+    PREFER (not OBEY) precision constraints: a layer without an fp32 kernel warns instead
+    of failing the build.
+    """
+    kept = 0
+    for layer in tail_layers(trt, network):
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if not outputs or any(out.dtype != trt.float32 for out in outputs):
+            continue  # integer / bool layers (indices, shapes) have no fp16 form anyway
+        layer.precision = trt.float32
+        for j in range(len(outputs)):
+            layer.set_output_type(j, trt.float32)
+        kept += 1
+    if kept:
+        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+    return kept
+
+
+def use_timing_cache(config, path):
+    """Give the build the timing cache stored at ``path`` (an empty one when there is none or
+    it does not load); return the ``ITimingCache``."""
+    data = b''
+    if path is not None and pathlib.Path(path).is_file():
+        data = pathlib.Path(path).read_bytes()
+    cache = config.create_timing_cache(data)
+    if cache is None and data:  # a corrupt or foreign file: start afresh
+        LOG.warning('rtmo: TensorRT timing cache %s does not load; starting a new one', path)
+        cache = config.create_timing_cache(b'')
+    config.set_timing_cache(cache, False)
+    return cache
+
+
+def save_timing_cache(config, cache, path):
+    """Write the build's timing cache back to ``path`` (a warning when it cannot be written)."""
+    if path is None or cache is None:
+        return
+    try:
+        atomic_write(path, bytes(config.get_timing_cache().serialize()))
+    except OSError as err:
+        LOG.warning('rtmo: cannot write the TensorRT timing cache %s (%s); the next build '
+                    'measures its kernels again', path, err)
+
+
+def attach_progress(trt, config, progress=None):
+    """Report build phases (log and ``progress``) through an IProgressMonitor where TensorRT
+    has one (>= 10)."""
     if not hasattr(trt, 'IProgressMonitor') or not hasattr(config, 'progress_monitor'):
         return None
+    report = progress or (lambda text: None)
 
     class Progress(trt.IProgressMonitor):
         def __init__(self):
             trt.IProgressMonitor.__init__(self)
             self.start = time.monotonic()
+            self.steps = {}
 
         def phase_start(self, phase_name, parent_phase, num_steps):
             if parent_phase is None:  # top-level phases only: a few lines, not thousands
+                self.steps[phase_name] = num_steps
                 LOG.warning('rtmo: TensorRT build %5.0f s: %s (%d steps)',
                             time.monotonic() - self.start, phase_name, num_steps)
+                report(f'building engine: {phase_name} (0/{num_steps})')
 
         def step_complete(self, phase_name, step):
+            if phase_name in self.steps:
+                report(f'building engine: {phase_name} ({step + 1}/{self.steps[phase_name]})')
             return True  # never cancel
 
         def phase_finish(self, phase_name):
-            pass
+            self.steps.pop(phase_name, None)
 
     monitor = Progress()
     config.progress_monitor = monitor
