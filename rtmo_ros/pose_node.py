@@ -15,8 +15,11 @@ the worker thread runs the engine on the newest frame, so frames arriving while 
 dropped (and counted) instead of queued, and latency does not grow with a backlog.
 
 ``/diagnostics`` is published from construction on, on a steady-clock timer in its own
-callback group: it keeps reporting while a transition works (download, engine build) and while
-a paused ``/clock`` stops ROS time. ``main`` spins a multi-threaded executor for that reason.
+callback group: it keeps reporting while a transition works (download, engine build: the
+message says what it is doing, e.g. ``configuring: building engine: ... (3/7), 95 s``) and
+while a paused ``/clock`` stops ROS time. Transitions (``change_state`` and the autostart) run
+in a callback group of their own too, so ``get_state`` and the parameter services answer
+during a minutes-long configure. ``main`` spins a multi-threaded executor for that reason.
 """
 import copy
 import functools
@@ -26,6 +29,7 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import SetParametersResult
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -85,6 +89,7 @@ def transition(step, undo=None):
         @functools.wraps(callback)
         def run(self, state):
             self.busy = step
+            self._progress = ('', time.monotonic())
             try:
                 return callback(self, state)
             except Exception as err:  # noqa: BLE001 - every cause must reach the log
@@ -142,11 +147,33 @@ class PoseNode(LifecycleNode):
         self._pipeline = None     # perception.PersonPipeline, new at every configure
         self._pubs = {}
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._progress = ('', 0.0)  # (what the transition does, monotonic start of it)
+        self._transitions = MutuallyExclusiveCallbackGroup()
+        self._move_change_state(self._transitions)
         self._born = time.monotonic()
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diag_timer = self.create_timer(
             self.params.diagnostics_period, self.publish_diagnostics,
             callback_group=MutuallyExclusiveCallbackGroup(), clock=self._steady)
+
+    def _move_change_state(self, group):
+        """Serve ``change_state`` from ``group`` instead of the default callback group.
+
+        rclpy's LifecycleNode creates its services in the default group and (up to Kilted) has
+        no argument to change that; the executor reads each entity's ``callback_group``, so
+        re-assigning it keeps a long transition from holding up ``get_state``, the parameter
+        services and the image callback, which stay in the default group.
+        """
+        for service in self.services:
+            if service.srv_type is ChangeState:
+                service.callback_group = group
+                group.add_entity(service)
+
+    def report_progress(self, text):
+        """Say what the running transition is doing (on /diagnostics, with the time it has
+        been running)."""
+        self._progress = (text, self._progress[1])
+        self.get_logger().info(text, throttle_duration_sec=10.0)
 
     # -- lifecycle transitions ---------------------------------------------------------------
     @transition('configure', undo=_release)
@@ -230,7 +257,8 @@ class PoseNode(LifecycleNode):
             self.destroy_timer(timer)
             self._autostart(delay)
 
-        timer = self.create_timer(seconds, attempt, clock=self._steady)
+        timer = self.create_timer(seconds, attempt, clock=self._steady,
+                                  callback_group=self._transitions)
 
     def _autostart(self, delay):
         """Configure (when unconfigured) and activate; on failure retry with back-off or exit."""
@@ -272,6 +300,7 @@ class PoseNode(LifecycleNode):
         if not p.model:
             raise ValueError('parameter model is empty; set it to an RTMO .onnx/.engine/.pth '
                              'file or a zoo name, e.g. --ros-args -p model:=/path/rtmo-s.onnx')
+        self.report_progress(f'loading model {p.model}')
         from rtmo_ros.engine import PoseEstimator  # heavy: numpy/OpenCV + the backend
 
         return PoseEstimator(p.model, backend=p.backend, device=p.device or None,
@@ -280,7 +309,7 @@ class PoseNode(LifecycleNode):
                              precision='fp16' if p.precision == 'auto' else p.precision,
                              cache_dir=p.engine_cache_dir or None,
                              num_threads=p.num_threads or None,
-                             ort_provider=p.ort_provider)
+                             ort_provider=p.ort_provider, progress=self.report_progress)
 
     def _create_publishers(self):
         make = self.create_lifecycle_publisher
@@ -443,6 +472,10 @@ class PoseNode(LifecycleNode):
         state = self.state_label()
         if self.config_error and state in ('unconfigured', 'configuring'):
             found.append((DiagnosticStatus.ERROR, self.config_error))
+        doing, since = self._progress
+        if self.busy == 'configure' and doing:
+            found.append((DiagnosticStatus.OK, f'configuring: {doing}, '
+                                               f'{time.monotonic() - since:.0f} s'))
         started = list(self._running.values())
         if started:
             stalled = time.monotonic() - min(started)
@@ -527,9 +560,9 @@ def main(args=None):
         rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {err}')
         rclpy.try_shutdown()
         return 1
-    # two threads: transitions (which may download or build for minutes) never stop the
-    # diagnostics timer, which has its own callback group
-    executor = MultiThreadedExecutor(num_threads=2)
+    # three threads: a transition (which may download or build for minutes), the diagnostics
+    # timer and the default group (get_state, parameters, images) each have their own
+    executor = MultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
     node.start()
     code = 0

@@ -17,8 +17,9 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from lifecycle_msgs.srv import GetState  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
@@ -188,10 +189,32 @@ def test_a_signal_during_configure_exits_0_without_hanging(start, sig, stalled_m
     env, routes = stalled_mirror
     node = start(env=env, model='rtmo-s-body7', autostart='true')
     assert wait_for(lambda: sum(routes.hits.values()) > 0, 30.0), node.log()
-    assert wait_for(lambda: any(s.message == 'configuring' for s in node.diags), 5.0)
+    assert wait_for(lambda: any(s.message.startswith('configuring') for s in node.diags), 5.0)
     node.proc.send_signal(sig)
     assert node.proc.wait(timeout=15) == 0
     assert 'exiting during configure' in node.log()
+
+
+def test_lifecycle_and_parameter_services_answer_during_a_long_configure(start,
+                                                                          stalled_mirror):
+    """A configure stuck for minutes (here a stalled download; on a Jetson an engine build)
+    leaves get_state, the parameter services and /diagnostics (saying what it does) alive."""
+    env, routes = stalled_mirror
+    node = start(env=env, model='rtmo-s-body7')
+    change = node.client.create_client(ChangeState, f'{node.ns}/rtmo_pose/change_state')
+    assert change.wait_for_service(timeout_sec=20.0)
+    configure = ChangeState.Request()
+    configure.transition.id = Transition.TRANSITION_CONFIGURE
+    pending = change.call_async(configure)
+    assert wait_for(lambda: sum(routes.hits.values()) > 0, 30.0), node.log()
+    assert node.state() == 'configuring' and not pending.done()
+    request = GetParameters.Request(names=['score_thr'])
+    assert node.call(GetParameters, 'get_parameters', request).values[0].double_value == 0.1
+    assert node.set_param('score_thr', 0.3).successful
+    assert wait_for(lambda: any(s.message.startswith('configuring: loading model rtmo-s-body7')
+                                for s in node.diags), 5.0), [s.message for s in node.diags]
+    status = node.diags[-1]
+    assert status.level == DiagnosticStatus.OK and status.message.endswith(' s')
 
 
 def compressed(image, nanosec):
