@@ -236,6 +236,7 @@ def fp16_graph(onnx_path, tensorrt_version='11'):
     for i, node in enumerate(model.graph.node):
         node.name = node.name or f'{node.op_type}_{i}'  # the block list is by name
     del model.graph.value_info[:]  # stale fp32 types would contradict the converted nodes
+    _separate_outputs(model.graph, onnx.helper)
     # FP32_OPS are blocked by node name: blocking Cast by op type makes the converter block
     # (and wrap in new Casts) the Casts it inserts itself, without end
     with warnings.catch_warnings():  # one warning per weight below fp16's 1e-7 floor
@@ -247,6 +248,25 @@ def fp16_graph(onnx_path, tensorrt_version='11'):
     del model.graph.value_info[:]
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def _separate_outputs(graph, helper):
+    """Give a graph output that other nodes also read an Identity of its own.
+
+    With ``keep_io_types`` the converter casts such an output back to fp32 under its original
+    name, which its readers inside the graph still use: fp16 nodes would then get an fp32
+    input (mmdeploy's graph reads ``dets`` again to decode the keypoints).
+    """
+    read = {name for node in graph.node for name in node.input}
+    for output in graph.output:
+        if output.name not in read:
+            continue
+        inner = f'{output.name}_inner'
+        for node in graph.node:
+            node.input[:] = [inner if name == output.name else name for name in node.input]
+            node.output[:] = [inner if name == output.name else name for name in node.output]
+        graph.node.append(helper.make_node('Identity', [inner], [output.name],
+                                           name=f'{output.name}_output'))
 
 
 def _float_outputs(graph, proto, helper):
