@@ -19,6 +19,7 @@ except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 from rtmo_ros import image_qos
+from rtmo_ros.diagnostics import PipelineStats
 from rtmo_ros.image_conversion import ImageError, depth_to_metres
 from rtmo_ros.perception.camera import CameraInfos
 from rtmo_ros.perception.stamp_sync import StampBuffer, stamp_ns
@@ -28,10 +29,13 @@ POLICY = {'reliable': ReliabilityPolicy.RELIABLE, 'best_effort': ReliabilityPoli
 
 
 class Inputs:
-    """Subscriptions of one activation of ``node`` (a PoseNode: its params, stats, logger)."""
+    """Subscriptions of one camera for one activation of ``node`` (a PoseNode: its params and
+    logger). ``prefix`` ('' or 'cam0/') goes before every topic; ``stats`` (a PipelineStats)
+    counts the frames without 3D."""
 
-    def __init__(self, node, on_image):
-        self.node, self.on_image = node, on_image
+    def __init__(self, node, on_image, prefix='', stats=None):
+        self.node, self.on_image, self.prefix = node, on_image, prefix
+        self.stats = stats if stats is not None else PipelineStats()
         self.subs = {}      # 'image' / 'camera_info' / 'depth' -> subscription
         self.watches = {}   # the same names -> image_qos.QosWatch
         self._depths = StampBuffer(30)
@@ -46,7 +50,8 @@ class Inputs:
                   'camera_info': (CameraInfo, 'camera_info', self._on_camera_info, 5)}
         if p.use_depth:
             topics['depth'] = (Image, 'depth', self._on_depth, 5)
-        return topics
+        return {name: (kind, self.prefix + topic, *rest)
+                for name, (kind, topic, *rest) in topics.items()}
 
     def open(self):
         """Subscribe to every topic, best effort unless the publishers already say otherwise."""
@@ -167,6 +172,7 @@ class Inputs:
             return None
 
     def _without_3d(self, count, why):
-        self.node.stats.count(count)
-        self.node.get_logger().warning(f'no 3D for this frame: {why}',
+        self.stats.count(count)
+        where = f' ({self.prefix[:-1]})' if self.prefix else ''
+        self.node.get_logger().warning(f'no 3D for this frame{where}: {why}',
                                        throttle_duration_sec=THROTTLE_S)

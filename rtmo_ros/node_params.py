@@ -7,7 +7,8 @@ rclpy enforces itself), :func:`check` validates the string choices (rclpy has no
 those) and :meth:`NodeParams.from_node` reads the values back. ``config/pose.yaml`` repeats the
 defaults for the launch file; a test keeps the two equal.
 """
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
+import re
 
 # Parameters applied while the node runs; every other one takes effect at the next configure
 # (engine, QoS and transport parameters are read there).
@@ -24,13 +25,28 @@ STARTUP = frozenset({'autostart', 'autostart_failure', 'autostart_retry_max_s',
 def _param(default, description, *, low=None, high=None, choices=None):
     meta = {'description': description, 'range': None if low is None else (low, high),
             'choices': choices}
+    if isinstance(default, list):  # a list parameter: a fresh list per instance
+        return field(default_factory=list, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def default_of(f):
+    """The default value of a NodeParams field (lists have a factory instead)."""
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+# a camera name: ROS name tokens (letters, digits, underscores; not starting with a digit),
+# '/'-separated for nested namespaces such as front/left
+CAMERA_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
 
 
 @dataclass(frozen=True)
 class NodeParams:
     """Resolved parameters of the ``rtmo_pose`` node (see each field's description)."""
 
+    cameras: list = _param([], 'camera names served by one engine call each frame: '
+                               '[cam0, cam1] subscribes to cam0/image ... and publishes '
+                               'cam0/poses ...; empty: one camera on image, poses, ...')
     model: str = _param('rtmo-s-body7', 'RTMO model: path to an .onnx/.engine/.pth file, a '
                         'model zoo name (downloaded once into the cache) or rtmo-tiny-synthetic '
                         '(bundled, offline)')
@@ -128,7 +144,9 @@ class NodeParams:
     @classmethod
     def from_node(cls, node):
         """Read every declared parameter of ``node`` into a new instance."""
-        return cls(**{f.name: node.get_parameter(f.name).value for f in fields(cls)})
+        values = {f.name: node.get_parameter(f.name).value for f in fields(cls)}
+        values['cameras'] = camera_list(values['cameras'])
+        return cls(**values)
 
     def perception(self):
         """The :class:`rtmo_ros.perception.PerceptionConfig` these parameters ask for."""
@@ -154,6 +172,8 @@ def descriptor(f):
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
     desc = ParameterDescriptor(name=f.name, description=f.metadata['description'])
+    if f.name == 'cameras':  # an empty list has no type of its own: [] and ['a'] both valid
+        desc.dynamic_typing = True
     choices = f.metadata['choices']
     if choices:
         desc.additional_constraints = 'one of: ' + ', '.join(choices)
@@ -168,7 +188,18 @@ def descriptor(f):
 
 def declare(node):
     """Declare every parameter on ``node`` (overrides from --ros-args / YAML apply)."""
-    node.declare_parameters('', [(f.name, f.default, descriptor(f)) for f in fields(NodeParams)])
+    node.declare_parameters('', [(f.name, default_of(f), descriptor(f))
+                                 for f in fields(NodeParams)])
+
+
+def camera_list(value):
+    """``cameras`` as a list of names: YAML ``[]`` arrives unset (None), and a single name or
+    a comma-separated string (``-p cameras:=cam0,cam1`` on some shells) is accepted too."""
+    if value is None or value == '':
+        return []
+    if isinstance(value, str):
+        return [name.strip() for name in value.split(',')]
+    return list(value)
 
 
 def check(name, value):
@@ -180,11 +211,28 @@ def check(name, value):
     spec = {f.name: f for f in fields(NodeParams)}.get(name)
     if spec is None:
         return None
+    if name == 'cameras':
+        return check_cameras(value)
     choices, rng = spec.metadata['choices'], spec.metadata['range']
     if choices and value not in choices:
         return f"{name} must be one of {', '.join(choices)}; got {value!r}"
     if rng is not None and isinstance(value, (int, float)) and not rng[0] <= value <= rng[1]:
         return f'{name} must lie in [{rng[0]}, {rng[1]}]; got {value}'
+    return None
+
+
+def check_cameras(value):
+    """Why a ``cameras`` value is refused, or None."""
+    if not isinstance(value, (type(None), str, list, tuple)) or (
+            isinstance(value, (list, tuple)) and not all(isinstance(v, str) for v in value)):
+        return f'cameras must be a list of names, e.g. [cam0, cam1]; got {value!r}'
+    names = camera_list(value)
+    bad = [n for n in names if not CAMERA_NAME.match(n)]
+    if bad:
+        return (f'cameras: {bad} are not valid names (letters, digits and underscores, not '
+                'starting with a digit, / between namespaces)')
+    if len(set(names)) != len(names):
+        return f'cameras: a name is listed twice in {names}'
     return None
 
 

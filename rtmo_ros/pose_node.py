@@ -39,17 +39,16 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
-from sensor_msgs.msg import CompressedImage, Image
-from visualization_msgs.msg import MarkerArray
+from sensor_msgs.msg import CompressedImage
 
 try:
     from rclpy.exceptions import InvalidHandle
 except ImportError:  # Humble
     from rclpy._rclpy_pybind11 import InvalidHandle
 
-from rtmo_msgs.msg import PersonArray, SkeletonInfo
+from rtmo_msgs.msg import SkeletonInfo
 from rtmo_ros import conversions, node_params
-from rtmo_ros.diagnostics import PipelineStats, diagnostic_status
+from rtmo_ros.diagnostics import diagnostic_status
 from rtmo_ros.engine.draw import draw_poses
 from rtmo_ros.frame_buffer import LatestFrame
 from rtmo_ros.image_conversion import (
@@ -59,9 +58,9 @@ from rtmo_ros.image_conversion import (
     image_to_bgr,
 )
 from rtmo_ros.markers import MarkerStyle, person_array_to_markers
-from rtmo_ros.node_inputs import THROTTLE_S, Inputs
+from rtmo_ros.node_cameras import make_streams
+from rtmo_ros.node_inputs import THROTTLE_S
 from rtmo_ros.node_params import NodeParams
-from rtmo_ros.perception import PersonPipeline
 from rtmo_ros.perception.stamp_sync import stamp_ns
 
 NODE_NAME = 'rtmo_pose'
@@ -71,7 +70,6 @@ EXIT_GRACE_S = 2.0  # autostart_failure exit: how long the last ERROR may wait f
 DISCOVERY_S = 1.5  # ... and how long after start-up it waits before it is sent at the earliest
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      reliability=ReliabilityPolicy.RELIABLE)
-OUTPUT = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)  # matches every reader
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 # what the operator can do after each failed transition
@@ -138,14 +136,14 @@ class PoseNode(LifecycleNode):
         self.config_error = ''    # why the last configure failed ('' after a success)
         self.exit_requested = Future()  # done (with the exit code) when main should return
         self._buffer = LatestFrame()
-        self.stats = PipelineStats()
         self._worker = None
         self._stuck = []          # worker threads abandoned in a frame that did not return
         self._running = {}        # worker thread ident -> monotonic start of its frame
-        self._inputs = Inputs(self, self._on_image)  # subscriptions, QoS, depth pairing
+        # per camera: subscriptions, publishers, tracker, counts (node_cameras); new at
+        # every configure
+        self.streams = make_streams(self, self.params.cameras)
         self._qos_timer = None
-        self._pipeline = None     # perception.PersonPipeline, new at every configure
-        self._pubs = {}
+        self._pubs = {}           # the node's own publishers (skeleton)
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._progress = ('', 0.0)  # (what the transition does, monotonic start of it)
         self._transitions = MutuallyExclusiveCallbackGroup()
@@ -189,10 +187,20 @@ class PoseNode(LifecycleNode):
         skeleton_msg = self._skeleton_info()  # raises for a keypoint count we cannot name
         self._create_publishers()
         self._pubs['skeleton'].publish(skeleton_msg)
-        self._pipeline = PersonPipeline(self.params.perception())
         self.config_error = ''
-        self.get_logger().info(f'configured: {self.engine!r}')
+        self.get_logger().info(f'configured: {self.engine!r}{self._batching()}')
         return SUCCESS
+
+    def _batching(self):
+        """How the cameras share the engine, for the configure log ('' for one camera)."""
+        count, limit = len(self.streams), self.engine.max_batch
+        if count == 1:
+            return ''
+        if limit is None or limit >= count:
+            return f'; {count} cameras in one engine call per frame'
+        return (f'; {count} cameras, but the graph takes a batch of at most {limit}: '
+                f'{-(-count // limit)} engine calls per frame (export with rtmo-export '
+                '--dynamic-batch for one)')
 
     @transition('activate', undo=_undo_activate)
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -208,9 +216,8 @@ class PoseNode(LifecycleNode):
         self._worker = threading.Thread(target=self._work, args=(self._buffer,),
                                         name='rtmo_pose_worker', daemon=True)
         self._worker.start()
-        self._inputs = Inputs(self, self._on_image)
-        listening = self._inputs.open()
-        self._qos_timer = self.create_timer(QOS_CHECK_PERIOD_S, self._inputs.check_publishers,
+        listening = ', '.join(stream.open() for stream in self.streams.values())
+        self._qos_timer = self.create_timer(QOS_CHECK_PERIOD_S, self._check_publishers,
                                             clock=self._steady)
         self.get_logger().info(f'active: listening on {listening}')
         return result
@@ -312,14 +319,15 @@ class PoseNode(LifecycleNode):
                              ort_provider=p.ort_provider, progress=self.report_progress)
 
     def _create_publishers(self):
-        make = self.create_lifecycle_publisher
-        self._pubs = {'poses': make(PersonArray, 'poses', OUTPUT),
-                      'markers': make(MarkerArray, 'markers', OUTPUT),
-                      'image_annotated': make(Image, 'image_annotated', OUTPUT),
-                      # a plain publisher: valid from configure on, also while inactive
-                      'skeleton': self.create_publisher(SkeletonInfo, 'skeleton', LATCHED)}
-        if conversions.detections_available():
-            self._pubs['detections'] = make(conversions.Detection2DArray, 'detections', OUTPUT)
+        # a plain publisher: valid from configure on, also while inactive; one for all cameras
+        self._pubs = {'skeleton': self.create_publisher(SkeletonInfo, 'skeleton', LATCHED)}
+        self.streams = make_streams(self, self.params.cameras, self.streams)
+        for stream in self.streams.values():
+            stream.configure(self.params.perception())
+
+    def _check_publishers(self):
+        for stream in self.streams.values():
+            stream.inputs.check_publishers()
 
     def _skeleton_info(self):
         e = self.engine
@@ -331,7 +339,8 @@ class PoseNode(LifecycleNode):
         if self._qos_timer is not None:
             self.destroy_timer(self._qos_timer)
             self._qos_timer = None
-        self._inputs.close()
+        for stream in self.streams.values():
+            stream.close()
         self._buffer.close()
         worker, self._worker = self._worker, None
         if worker is not None:
@@ -354,12 +363,11 @@ class PoseNode(LifecycleNode):
         process): it is dropped and freed when the frame returns.
         """
         self._stop_processing()
-        for name, pub in self._pubs.items():
-            if name == 'skeleton':
-                self.destroy_publisher(pub)
-            else:
-                self.destroy_lifecycle_publisher(pub)
+        for pub in self._pubs.values():
+            self.destroy_publisher(pub)
         self._pubs = {}
+        for stream in self.streams.values():
+            stream.destroy_publishers()
         engine, self.engine = self.engine, None
         if engine is not None and self._hung():
             self.get_logger().warning('not closing the engine: a hung frame still uses it')
@@ -374,31 +382,34 @@ class PoseNode(LifecycleNode):
                                     'dropped')
 
     # -- the pipeline ------------------------------------------------------------------------
-    def _on_image(self, msg):
-        """Subscription callback: hand the frame over, never block."""
-        self.stats.count('received')
-        if self._buffer.put((msg, time.monotonic())):
-            self.stats.count('dropped')
+    def hand_over(self, stream, msg):
+        """Subscription callback of ``stream``: hand the frame over, never block."""
+        stream.stats.count('received')
+        if self._buffer.put((stream, msg, time.monotonic()), key=stream.name):
+            stream.stats.count('dropped')
 
     def _work(self, buffer):
-        """Worker thread: process the newest frame until ``buffer`` is closed."""
+        """Worker thread: process the newest frame of each camera until ``buffer`` closes."""
         me = threading.get_ident()
         while True:
-            item = buffer.take()
-            if item is None:
+            items = buffer.take_all()
+            if not items:
                 return
             self._running[me] = started = time.monotonic()
+            frames = list(items.values())
             try:
-                self._process(*item)
-            except Exception as err:  # noqa: BLE001 - keep the node alive, report the frame
-                self.stats.count('failed')
+                self._process(frames)
+            except Exception as err:  # noqa: BLE001 - keep the node alive, report the frames
+                for stream, _, _ in frames:
+                    stream.stats.count('failed')
                 self.get_logger().error(f'pose estimation failed: {err}',
                                         throttle_duration_sec=THROTTLE_S)
             finally:
                 del self._running[me]
             took = time.monotonic() - started
             if took > self.params.inference_timeout_s:
-                self.stats.count('timeouts')
+                for stream, _, _ in frames:
+                    stream.stats.count('timeouts')
                 self.get_logger().error(
                     f'a frame took {took:.1f} s, longer than inference_timeout_s '
                     f'({self.params.inference_timeout_s:g} s)', throttle_duration_sec=THROTTLE_S)
@@ -409,42 +420,59 @@ class PoseNode(LifecycleNode):
             return compressed_to_bgr(msg, max_pixels=limit)
         return image_to_bgr(msg, max_pixels=limit)
 
-    def _process(self, msg, received):
-        engine, pubs = self.engine, self._pubs
-        if engine is None or not pubs:
-            return  # released while this frame waited
-        t0 = time.monotonic()
-        try:
-            image = self._decode(msg)
-        except ImageError as err:
-            self.stats.count('invalid')
-            self.get_logger().warning(f'skipped an image: {err}',
-                                      throttle_duration_sec=THROTTLE_S)
+    def _decoded(self, frames):
+        """[(stream, msg, received, BGR image, wait ms, convert ms)] of the frames that
+        decode; the others are counted invalid on their camera and logged (throttled)."""
+        good = []
+        for stream, msg, received in frames:
+            t0 = time.monotonic()
+            try:
+                image = self._decode(msg)
+            except ImageError as err:
+                stream.stats.count('invalid')
+                self.get_logger().warning(f'skipped an image{stream.label()}: {err}',
+                                          throttle_duration_sec=THROTTLE_S)
+                continue
+            good.append((stream, msg, received, image, 1e3 * (t0 - received),
+                         1e3 * (time.monotonic() - t0)))
+        return good
+
+    def _process(self, frames):
+        """Run the newest frame of every camera through one engine call, then each camera's
+        perception and publishers."""
+        engine = self.engine
+        if engine is None or not self._pubs:
+            return  # released while these frames waited
+        good = self._decoded(frames)
+        if not good:
             return
-        t1 = time.monotonic()
-        poses = engine(image)
-        poses.check(engine.num_keypoints)
-        t2 = time.monotonic()
-        inputs = self._inputs
-        camera = inputs.camera_for(msg.header, image.shape)
-        depth_m = inputs.depth_for(msg.header, image.shape) if camera is not None else None
-        tracked = self._pipeline.update(poses, stamp_ns(msg.header) * 1e-9, depth_m, camera)
-        if tracked.reset:
-            self.get_logger().info('image header stamps went backwards (a bag looping?): '
-                                   'tracks, smoothing and velocities were reset')
-        t3 = time.monotonic()
-        people = conversions.poses_to_person_array(poses, msg.header, engine.skeleton.name,
-                                                   tracked)
-        pubs['poses'].publish(people)
-        t4 = time.monotonic()
-        self._publish_extras(pubs, engine, people, poses, tracked, image, camera, msg.header)
-        stages = engine.timings
-        self.stats.record({'wait': 1e3 * (t0 - received), 'convert': 1e3 * (t1 - t0),
-                            'preprocess': stages.preprocess_ms,
-                            'inference': stages.inference_ms,
-                            'postprocess': stages.postprocess_ms,
-                            'perception': 1e3 * (t3 - t2), 'publish': 1e3 * (t4 - t3),
-                            'total': 1e3 * (t4 - received)})
+        all_poses = engine.batch([frame[3] for frame in good])
+        stages = engine.timings  # of the whole batch: every camera waited for all of it
+        for (stream, msg, received, image, wait_ms, convert_ms), poses in zip(good, all_poses):
+            poses.check(engine.num_keypoints)
+            t2 = time.monotonic()
+            camera = stream.inputs.camera_for(msg.header, image.shape)
+            depth_m = (stream.inputs.depth_for(msg.header, image.shape)
+                       if camera is not None else None)
+            tracked = stream.pipeline.update(poses, stamp_ns(msg.header) * 1e-9, depth_m,
+                                             camera)
+            if tracked.reset:
+                self.get_logger().info(f'image header stamps went backwards{stream.label()} '
+                                       '(a bag looping?): tracks, smoothing and velocities '
+                                       'were reset')
+            t3 = time.monotonic()
+            people = conversions.poses_to_person_array(poses, msg.header,
+                                                       engine.skeleton.name, tracked)
+            stream.pubs['poses'].publish(people)
+            t4 = time.monotonic()
+            self._publish_extras(stream.pubs, engine, people, poses, tracked, image, camera,
+                                 msg.header)
+            stream.stats.record({'wait': wait_ms, 'convert': convert_ms,
+                                 'preprocess': stages.preprocess_ms,
+                                 'inference': stages.inference_ms,
+                                 'postprocess': stages.postprocess_ms,
+                                 'perception': 1e3 * (t3 - t2), 'publish': 1e3 * (t4 - t3),
+                                 'total': 1e3 * (t4 - received)})
 
     def _publish_extras(self, pubs, engine, people, poses, tracked, image, camera, header):
         """Publish markers, detections and the annotated image (each when enabled)."""
@@ -466,8 +494,9 @@ class PoseNode(LifecycleNode):
             annotated.publish(bgr_to_image(drawn, header))
 
     # -- diagnostics -------------------------------------------------------------------------
-    def problems(self):
-        """[(level, message)] the operator must see beyond the frame counts."""
+    def problems(self, stream=None):
+        """[(level, message)] the operator must see beyond the frame counts (node-wide ones,
+        and those of ``stream``'s subscriptions)."""
         found = []
         state = self.state_label()
         if self.config_error and state in ('unconfigured', 'configuring'):
@@ -484,30 +513,37 @@ class PoseNode(LifecycleNode):
                               f'a frame has been running for {stalled:.1f} s (> '
                               f'inference_timeout_s {self.params.inference_timeout_s:g} s): the '
                               'backend may hang'))
-        return found + self._inputs.problems()
+        return found + (stream.inputs.problems() if stream is not None else [])
 
     def publish_diagnostics(self):
-        """Publish one DiagnosticStatus (runs on the steady-clock timer, from construction on)."""
+        """Publish one DiagnosticStatus per camera (on the steady-clock timer, from
+        construction on)."""
         try:
-            msg = DiagnosticArray(status=[self._diagnostic_status()])
+            msg = DiagnosticArray(status=[self._diagnostic_status(stream)
+                                          for stream in list(self.streams.values())])
         except Exception as err:  # noqa: BLE001 - never let diagnostics take the node down
             self.get_logger().error(f'diagnostics failed: {err!r}', throttle_duration_sec=60.0)
             return
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
 
-    def _diagnostic_status(self):
+    def _diagnostic_status(self, stream):
         engine = self.engine
         info = {'state': self.state_label(), 'model': self.params.model,
-                **self._inputs.info()}
+                **stream.inputs.info()}
+        if stream.name:
+            info['camera'] = stream.name
         hardware_id = 'none'
         if engine is not None:
             hardware_id = engine.hardware_id
             info.update(backend=engine.backend, precision=engine.precision,
                         input_size='%dx%d' % engine.input_size)
-        return diagnostic_status(f'{self.get_fully_qualified_name()}: pose estimation',
-                                 hardware_id, info['state'], self.stats.window(),
-                                 dict(self.stats.totals), info, self.problems())
+            if engine.ort_provider is not None:
+                info['ort_provider'] = engine.ort_provider
+        return diagnostic_status(
+            f'{self.get_fully_qualified_name()}: pose estimation{stream.label()}', hardware_id,
+            info['state'], stream.stats.window(), dict(stream.stats.totals), info,
+            self.problems(stream))
 
     # -- parameters --------------------------------------------------------------------------
     def _on_set_parameters(self, params):

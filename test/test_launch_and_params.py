@@ -61,8 +61,9 @@ def test_pose_yaml_has_every_declared_parameter_with_its_default():
     params = yaml_params()
     assert list(params) == node_params.names()
     for f in fields(NodeParams):
-        assert type(params[f.name]) is type(f.default), f.name
-        assert params[f.name] == f.default, f.name
+        default = node_params.default_of(f)
+        assert type(params[f.name]) is type(default), f.name
+        assert params[f.name] == default, f.name
         assert node_params.check(f.name, params[f.name]) is None
 
 

@@ -48,3 +48,12 @@ def test_a_slow_consumer_sees_only_the_newest_frames():
     worker.join(timeout=1.0)
     assert seen[-1] == 49 and seen == sorted(seen)
     assert len(seen) + buf.dropped == 50 and buf.dropped > 25
+
+
+def test_each_camera_keeps_its_newest_frame_and_all_are_taken_together():
+    buf = LatestFrame()
+    assert buf.put('a1', 'cam0') is False and buf.put('b1', 'cam1') is False
+    assert buf.put('a2', 'cam0') is True  # only cam0's untaken frame is a drop
+    assert buf.take_all(timeout=0) == {'cam0': 'a2', 'cam1': 'b1'}
+    assert buf.take_all(timeout=0.01) == {}
+    assert (buf.received, buf.dropped) == (3, 1)

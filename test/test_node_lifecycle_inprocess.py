@@ -65,7 +65,8 @@ def test_shutdown_from_every_state_releases_everything(make_node, steps):
     engine = node.engine
     assert node.trigger_shutdown() == OK
     assert node.engine is None and (engine is None or closed(engine))
-    assert node._worker is None and node._inputs.subs == {} and node._pubs == {}
+    assert node._worker is None and node._pubs == {}
+    assert all(s.inputs.subs == {} and s.pubs == {} for s in node.streams.values())
 
 
 def test_a_missing_model_fails_configure_and_leaves_nothing_loaded(make_node, tmp_path):

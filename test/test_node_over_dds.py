@@ -167,7 +167,8 @@ def test_configure_with_a_missing_model_fails_and_says_why(node):
     assert node.transition(Transition.TRANSITION_CONFIGURE) is False
     assert node.state() == State.PRIMARY_STATE_UNCONFIGURED
     assert wait_for(lambda: MISSING in node.log_path.read_text(), 5.0)
-    line = [t for t in node.log_path.read_text().splitlines() if MISSING in t][0]
+    line = [t for t in node.log_path.read_text().splitlines()
+            if MISSING in t and 'ERROR' in t][0]
     assert 'configure failed' in line and 'does not exist' in line
 
 

@@ -126,6 +126,11 @@ class PoseEstimator:
         return f'{backend.name}:{device}'
 
     @property
+    def max_batch(self):
+        """Most images one inference call takes (None: any); ``batch`` splits larger lists."""
+        return self._live().max_batch
+
+    @property
     def ort_provider(self):
         """ONNX Runtime's provider in use ('cpu', 'cuda', 'tensorrt'); None on other backends."""
         return getattr(self._live(), 'provider', None)
