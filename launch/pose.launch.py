@@ -2,14 +2,19 @@
 
     ros2 launch rtmo_ros pose.launch.py image_topic:=/cam/image_raw model:=/path/rtmo-s.onnx
 
-Arguments: image_topic, depth_topic, camera_info_topic, use_depth, model, backend, params_file,
-namespace, autostart, respawn, respawn_delay, use_rviz, use_sim_time (see each one's description:
+Arguments: image_topic, depth_topic, camera_info_topic, cameras, use_depth, model, backend,
+params_file, namespace, autostart, respawn, respawn_delay, use_rviz, use_sim_time (see each one's description:
 ``ros2 launch rtmo_ros pose.launch.py -s``).
 
 Lifecycle: with ``autostart:=true`` (default) the node configures and activates itself through
 its own ``autostart`` parameter, which works the same on Humble, Jazzy and Kilted (Humble's
 launch_ros has no ``LifecycleNode(autostart=...)``). With ``autostart:=false`` it waits in
 ``unconfigured`` for ``ros2 lifecycle set /rtmo_pose configure`` and ``activate``.
+
+Several cameras: ``cameras:=front,rear`` serves ``front/image`` and ``rear/image`` (in the
+node's namespace) and publishes ``front/poses`` and ``rear/poses``; the image_topic /
+depth_topic / camera_info_topic remappings apply to the single-camera topics only, so remap
+``front/image:=...`` in your own launch file (README, "Several cameras").
 ``model``, ``backend`` and ``use_depth`` override ``params_file`` only when given (non-empty).
 For 3D, point ``depth_topic`` at depth registered to the colour image, e.g. a RealSense's
 ``/camera/aligned_depth_to_color/image_raw``, and ``camera_info_topic`` at the colour camera's
@@ -36,6 +41,8 @@ ARGUMENTS = (
     ('depth_topic', 'depth', 'depth image aligned to the image (16UC1 mm / 32FC1 m), read '
                              'with use_depth'),
     ('camera_info_topic', 'camera_info', 'CameraInfo of the image (markers, 3D)'),
+    ('cameras', '', 'comma-separated camera names (cam0,cam1): topics <cam>/image -> '
+                    '<cam>/poses, one engine call for all; empty = params_file'),
     ('use_depth', '', 'true/false: publish 3D keypoints from depth_topic; empty = params_file'),
     ('model', '', 'RTMO model: .onnx/.engine/.pth path or zoo name; empty = params_file'),
     ('backend', '', 'auto, onnxruntime, tensorrt or torch; empty = params_file'),
@@ -62,6 +69,8 @@ def _nodes(context):
     overrides = {'autostart': _is_true(arg['autostart']),
                  'use_sim_time': _is_true(arg['use_sim_time'])}
     overrides.update({k: arg[k] for k in ('model', 'backend') if arg[k]})
+    if arg['cameras']:
+        overrides['cameras'] = [name.strip() for name in arg['cameras'].split(',')]
     if arg['use_depth']:
         overrides['use_depth'] = _is_true(arg['use_depth'])
     respawn = _is_true(arg['respawn'])

@@ -234,8 +234,10 @@ def test_autostart_false_waits_unconfigured_for_the_lifecycle_cli(launch):
     ns = unique('manual')
     node = f'{ns}/rtmo_pose'
     launched = launch(f'namespace:={ns}', f'model:={MODEL}', 'backend:=onnxruntime',
-                      'autostart:=false')
+                      'autostart:=false', 'cameras:=front,rear')
     wait_for_state(node, 'unconfigured', launched)
+    code, text = ros2('param', 'get', node, 'cameras')
+    assert code == 0 and "['front', 'rear']" in text, text
     # an autostart would have run 1 ms after the node started, seconds ago; configure succeeds
     # only from unconfigured, so this also proves the node was still waiting
     for step in ('configure', 'activate'):
