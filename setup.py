@@ -28,6 +28,7 @@ setup(
             'pose_node = rtmo_ros.pose_node:main',
             'rtmo-pose = rtmo_ros.engine.cli:main',
             'rtmo-quantize = rtmo_ros.engine.quantize:main',
+            'rtmo-check = rtmo_ros.engine.check:main',
             'rtmo-bag-eval = rtmo_ros.bag_eval:main',
             'rtmo-export = rtmo_train.export:main',
             'rtmo-train = rtmo_train.cli:main',
