@@ -2,7 +2,10 @@
 
     python scripts/package_demo_model.py [--checkpoint work_dirs/rtmo-tiny_synthetic/best.pth]
 
-1. exports the checkpoint (its EMA weights) to ``rtmo_ros/models/rtmo_tiny_synthetic.onnx``;
+1. exports the checkpoint (its EMA weights) to ``rtmo_ros/models/rtmo_tiny_synthetic.onnx``
+   with a dynamic batch axis (input (B, 3, 320, 320)), so one engine call serves several
+   cameras (the graph bundled before was batch 1 and was converted by
+   ``scripts/rebatch_bundled_model.py``);
 2. measures COCO keypoint AP (xtcocotools) on the held-out synthetic set twice: the PyTorch
    checkpoint (``rtmo-train eval``) and the exported ONNX through the engine (ONNX Runtime, CPU),
    which is what the node runs;
@@ -85,7 +88,7 @@ def main(argv=None):
     cfg = TrainConfig.from_yaml(args.config)
     onnx_path = MODELS / f'{args.name}.onnx'
     model = load_model(args.checkpoint).eval()
-    export_onnx(model, onnx_path)
+    export_onnx(model, onnx_path, dynamic_batch=True)
     print(f'[package] exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.2f} MB)')
     torch_metrics = evaluate_checkpoint(cfg, args.checkpoint, verbose=False)
     ort_metrics, n = onnx_metrics(onnx_path, cfg)
@@ -99,7 +102,7 @@ def main(argv=None):
         onnx=dict(file=onnx_path.name, bytes=onnx_path.stat().st_size,
                   sha256=hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
                   export='scripts/package_demo_model.py (rtmo_train.export.export_onnx: '
-                         'opset 17, batch 1, NMS inside, 50 rows)'),
+                         'opset 17, dynamic batch, NMS inside, 50 rows)'),
         weights='EMA weights of the best validation epoch (best.pth)',
         training=training_summary(args.checkpoint),
         evaluation=dict(tool='xtcocotools COCOeval keypoints, maxDets 20, score = box score',

@@ -94,7 +94,8 @@ def test_tensorrt_provider_options_cache_engines_and_timing_in_the_engine_cache(
     assert options['trt_engine_cache_enable'] and options['trt_engine_cache_path'] == folder
     assert options['trt_timing_cache_enable'] and options['trt_timing_cache_path'] == folder
     assert os.path.isdir(folder)
-    assert 'trt_profile_max_shapes' not in options  # the bundled graph has a fixed batch
+    assert options['trt_profile_max_shapes'] == 'input:8x3x320x320'  # the bundled graph
+    # takes any batch: the provider builds one engine for batch 1..8, not one per size
     fp32 = ob.providers_for('cuda', 'tensorrt', 'fp32', tmp_path, BUNDLED)[0][1]
     assert fp32['trt_fp16_enable'] is False and fp32['device_id'] == 0
 
