@@ -16,6 +16,16 @@ which are themselves imported only when a backend is created (``select.create_ba
 """
 
 
+def cuda_index(device, fix):
+    """'cuda' / 'cuda:N' / None -> N; anything else raises ValueError ending with ``fix``."""
+    device = (device or 'cuda').lower()
+    if device == 'cuda':
+        return 0
+    if device.startswith('cuda:') and device[5:].isdigit():
+        return int(device[5:])
+    raise ValueError(f'device {device!r} is not a CUDA device; {fix}')
+
+
 class BackendUnavailable(RuntimeError):
     """A backend cannot run here: its package is missing or it needs a device that is absent."""
 

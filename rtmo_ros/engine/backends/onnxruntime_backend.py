@@ -16,7 +16,7 @@ import pathlib
 
 import numpy as np
 
-from . import Backend, BackendUnavailable
+from . import Backend, BackendUnavailable, cuda_index
 
 LOG = logging.getLogger(__name__)
 
@@ -113,12 +113,7 @@ MISSING = {
 
 def device_id(device):
     """'cuda' / 'cuda:N' / None -> N for the CUDA and TensorRT providers."""
-    device = (device or 'cuda').lower()
-    if device == 'cuda':
-        return 0
-    if device.startswith('cuda:') and device[5:].isdigit():
-        return int(device[5:])
-    raise ValueError(f'unknown device {device!r} for onnxruntime; use cpu, cuda or cuda:N')
+    return cuda_index(device, 'onnxruntime runs on cpu, cuda or cuda:N')
 
 
 def providers_for(device, provider='auto', precision='fp32', cache_dir=None, onnx_path=None):

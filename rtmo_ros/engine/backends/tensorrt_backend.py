@@ -30,7 +30,7 @@ import numpy as np
 
 from ..download import atomic_write, sha256_of
 from ..engine_cache import EngineCache, make_key
-from . import Backend, BackendUnavailable
+from . import Backend, BackendUnavailable, cuda_index
 from .cuda_memory import device_count, open_device
 from .onnxruntime_backend import GRAPH_NMS_THR
 from .tensorrt_io import make_io
@@ -71,13 +71,8 @@ def cuda_device_count():
 
 def device_index(device):
     """'cuda' / 'cuda:N' / None -> N; anything else is an error (TensorRT runs on CUDA only)."""
-    device = (device or 'cuda').lower()
-    if device == 'cuda':
-        return 0
-    if device.startswith('cuda:') and device[5:].isdigit():
-        return int(device[5:])
-    raise ValueError(f'the tensorrt backend runs on CUDA devices only, got device {device!r}; '
-                     "use cuda, cuda:N or backend='onnxruntime'")
+    return cuda_index(device, "the tensorrt backend runs on cuda or cuda:N; use "
+                              "backend='onnxruntime' for the CPU")
 
 
 class TensorRTBackend(Backend):
