@@ -6,6 +6,9 @@ model, 48 rendered frames: median drift 0.5 px, p90 2.9 px; 24-frame demo bag: A
 """
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -118,6 +121,21 @@ def test_a_read_only_cache_still_works_with_a_warning(tmp_path, caplog):
                            cache_dir=tmp_path / 'f.txt' / 'cache') as est:
             assert est.precision == 'int8' and len(est(image)) >= 1
     assert 'could not write the int8 graph' in caplog.text
+
+
+def test_the_temporary_int8_graph_of_a_read_only_cache_is_removed_at_exit(tmp_path):
+    (tmp_path / 'f.txt').write_text('no folder can be made under a file')
+    tmp = tmp_path / 'tmp'
+    tmp.mkdir()
+    code = ('import sys; from rtmo_ros.engine import quantize; '
+            'p = quantize.int8_path(sys.argv[1], sys.argv[2], num_images=4); '
+            'assert p.is_file(); print(p)')
+    done = subprocess.run([sys.executable, '-c', code, str(BUNDLED),
+                           str(tmp_path / 'f.txt' / 'cache')], capture_output=True, text=True,
+                          env=dict(os.environ, TMPDIR=str(tmp)), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(str(tmp))  # it was made there ...
+    assert list(tmp.glob('rtmo-int8-*')) == []  # ... and is gone once the process ended
 
 
 @pytest.mark.parametrize('backend', ['torch', 'tensorrt'])

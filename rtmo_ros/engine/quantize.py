@@ -20,10 +20,12 @@ and caches the int8 graph of an fp32 graph from rendered synthetic people; ``rtm
 calibrates on the user's own images instead.
 """
 import argparse
+import atexit
 import hashlib
 import json
 import logging
 import pathlib
+import shutil
 import sys
 import tempfile
 
@@ -183,8 +185,10 @@ def int8_path(fp32_path, cache_dir=None, num_images=DEFAULT_NUM_IMAGES):
         LOG.warning('rtmo: could not write the int8 graph to the cache %s (%s): using a '
                     'temporary copy; it will be calibrated again next time (set cache_dir or '
                     'RTMO_HOME to a writable folder)', folder, err)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix='rtmo-int8-')) / f'{base}.int8.onnx'
-    return quantize_model(fp32_path, tmp, synthetic_images(input_wh, num_images), num_images)
+    folder = tempfile.mkdtemp(prefix='rtmo-int8-')
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # not left behind in /tmp
+    return quantize_model(fp32_path, pathlib.Path(folder) / f'{base}.int8.onnx',
+                          synthetic_images(input_wh, num_images), num_images)
 
 
 # --- rtmo-quantize ---------------------------------------------------------------------------
