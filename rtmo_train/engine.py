@@ -25,16 +25,20 @@ class LossStep(nn.Module):
 
     inputs: (B, 3, H, W) float32 BGR 0..255 (``data.batch`` contract); targets: list of B
     dicts in network-input pixels; loss_cfg: the stage's ``LossConfig``. ``amp_dtype``
-    (torch.float16 / torch.bfloat16 / None) autocasts the network only.
+    (torch.float16 / torch.bfloat16 / None) autocasts the network only. ``channels_last``
+    hands the network NHWC inputs (the model's weights should be channels-last too).
     """
 
-    def __init__(self, model, amp_dtype=None):
+    def __init__(self, model, amp_dtype=None, channels_last=False):
         super().__init__()
         self.model = model
         self.amp_dtype = amp_dtype
+        self.channels_last = channels_last
 
     def forward(self, inputs, targets, loss_cfg):
         targets = [_criterion_target(t) for t in targets]
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         if self.amp_dtype is None:
             return self.model.loss(inputs, targets, loss_cfg)
         model = self.model

@@ -99,6 +99,8 @@ class Trainer:
         if info.distributed and cfg.sync_bn:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
+        if cfg.channels_last:  # oneDNN (CPU) and cuDNN convolutions run faster in NHWC
+            self.model.to(memory_format=torch.channels_last)
         self.ema = (ExpMomentumEMA(self.model, cfg.ema_momentum, cfg.ema_gamma)
                     if cfg.ema else None)
         self.sources = {1: build_source(cfg, cfg.train_sets),
@@ -112,7 +114,7 @@ class Trainer:
         cuda = self.device.type == 'cuda'
         amp_dtype = (torch.float16 if cuda else torch.bfloat16) if cfg.amp else None
         self.scaler = torch.amp.GradScaler('cuda') if cfg.amp and cuda else None
-        self.loss_step = wrap_model(LossStep(self.model, amp_dtype), info)
+        self.loss_step = wrap_model(LossStep(self.model, amp_dtype, cfg.channels_last), info)
         self.start_epoch, self.best_ap, self.best_epoch, self.metrics = 0, -1.0, -1, {}
         self.writer = None
 

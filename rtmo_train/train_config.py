@@ -75,6 +75,7 @@ class TrainConfig:
     ema_momentum: float = 2e-4
     ema_gamma: float = 2000.0
     amp: bool = False              # CUDA: fp16 autocast + GradScaler; CPU: bf16 autocast
+    channels_last: bool = True     # NHWC activations and weights: faster convolutions
     init_weights: str = ''         # checkpoint to start from (mmpose .pth or rtmo_train)
     # runtime
     seed: int = 0
