@@ -7,7 +7,11 @@ one frame at a time and waits for its PersonArray (latency = publish -> PersonAr
 including DDS transport of the image, conversion, engine, messages), then runs the engine
 itself (``PoseEstimator.__call__``) on the same frame in this process with the same model,
 backend and thread count, alternating frame by frame so both see the same machine load.
-Prints both and their ratio (target <= 1.10 on CPU). Then times the node's perception stage
+Prints both and their ratio (target <= 1.10 on CPU), and the mean time of each stage inside
+the node (its /diagnostics) beside the engine's own stages in this process. Each side gets a
+0.1 s pause before the other starts: ONNX Runtime's pool threads spin for a while after a run,
+and spinning threads of one process on two cores slowed the other's inference by ~15 % (the
+first versions of this benchmark paused only after the node, which made the node look slow). Then times the node's perception stage
 (depth decoding, tracking, smoothing, 3D lifting: ``rtmo_ros.perception.PersonPipeline``) for
 10 moving people with a 640x480 depth image, and prints it as a share of the engine's median
 time of the same run (target <= 1 %).
@@ -39,13 +43,18 @@ def frames(count, size):
     return [np.roll(base, 7 * i, axis=1) for i in range(count)]
 
 
+STAGES = ('wait', 'convert', 'preprocess', 'inference', 'postprocess', 'perception', 'publish',
+          'total')
+
+
 def engine_window(msg):
-    """(frames processed, mean engine ms) of one /diagnostics window of the node."""
+    """(frames processed, mean engine ms, *mean ms of each of STAGES) of one /diagnostics
+    window of the node."""
     values = {kv.key: kv.value for kv in msg.status[0].values}
-    stages = ('preprocess_ms', 'inference_ms', 'postprocess_ms')
-    if not all(k in values for k in stages):
-        return (0, 0.0)
-    return (int(values['processed_in_window']), sum(float(values[k]) for k in stages))
+    if not all(f'{k}_ms' in values for k in STAGES):
+        return (0, 0.0) + (0.0,) * len(STAGES)
+    means = [float(values[f'{k}_ms']) for k in STAGES]
+    return (int(values['processed_in_window']), sum(means[2:5]), *means)
 
 
 def measure(args, images, engine):
@@ -71,10 +80,14 @@ def measure(args, images, engine):
     rclpy.init()
     node = rclpy.create_node('bench_node_client')
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    arrived = {}
-    node.create_subscription(PersonArray, 'poses',
-                             lambda m: arrived.setdefault(m.header.stamp.nanosec,
-                                                          time.perf_counter()), qos)
+    arrived, news = {}, threading.Condition()
+
+    def on_poses(msg):
+        with news:
+            arrived.setdefault(msg.header.stamp.nanosec, time.perf_counter())
+            news.notify()
+
+    node.create_subscription(PersonArray, 'poses', on_poses, qos)
     windows = []  # (frames, mean engine ms inside the node) per diagnostics window
     node.create_subscription(DiagnosticArray, '/diagnostics',
                              lambda m: windows.append(engine_window(m)), qos)
@@ -87,21 +100,23 @@ def measure(args, images, engine):
         while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         messages = [bgr_to_image(img, Header(frame_id='bench')) for img in images]
-        node_s, engine_s = [], []
+        node_s, engine_s, stages = [], [], []
         for i, msg in enumerate(messages[:args.warmup] + messages):
             msg.header.stamp.nanosec = i + 1
             sent = time.perf_counter()
             pub.publish(msg)
-            while i + 1 not in arrived:
-                time.sleep(0.0005)
+            with news:  # a blocking wait: polling here would take CPU from the node
+                news.wait_for(lambda n=i + 1: n in arrived)
             node_s.append(arrived[i + 1] - sent)
             time.sleep(0.1)  # let the node finish (markers) and its ORT threads stop spinning
             t0 = time.perf_counter()
             engine(images[(i - args.warmup) % len(images)])
             engine_s.append(time.perf_counter() - t0)
+            stages.append(engine.timings)
+            time.sleep(0.1)  # the same pause for this process's ORT threads before the node
         time.sleep(1.5)  # the last diagnostics window
         return (np.array(node_s[args.warmup:]), np.array(engine_s[args.warmup:]),
-                np.array([w for w in windows if w[0] > 0]))
+                np.array([w for w in windows if w[0] > 0]), stages[args.warmup:])
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -155,7 +170,7 @@ def main():
 
     images = frames(args.frames, (args.width, args.height))
     with PoseEstimator(args.model, backend=args.backend, num_threads=args.threads) as engine:
-        node, engine, windows = measure(args, images, engine)
+        node, engine, windows, stages = measure(args, images, engine)
     for name, t in (('node end-to-end', node), ('engine', engine)):
         print(f'{name:16s} median {1e3 * np.median(t):7.1f} ms  mean {1e3 * t.mean():7.1f} ms'
               f'  p90 {1e3 * np.percentile(t, 90):7.1f} ms  (n={len(t)})')
@@ -169,6 +184,12 @@ def main():
         inside = (windows[:, 0] * windows[:, 1]).sum() / windows[:, 0].sum() / 1e3
         print(f'engine inside the node (its /diagnostics stage times) mean {1e3 * inside:.1f} ms;'
               f' node end-to-end / that: {node.mean() / inside:.3f}')
+        weights = windows[:, 0] / windows[:, 0].sum()
+        node_means = {k: float(weights @ windows[:, 2 + j]) for j, k in enumerate(STAGES)}
+        print('stage means [ms], node (windows) | engine in this process: ' + ', '.join(
+            f'{k} {v:.1f}' for k, v in node_means.items()) + ' | ' + ', '.join(
+            f'{k} {np.mean([getattr(t, k + "_ms") for t in stages]):.1f}'
+            for k in ('preprocess', 'inference', 'postprocess')))
 
 
 if __name__ == '__main__':
