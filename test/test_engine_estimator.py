@@ -31,8 +31,11 @@ def match_by_box(poses, ref_boxes):
 
 def test_preprocess_matches_mmpose_input(fixture_io):
     net_input, _ = letterbox_image(fixture_io['image_bgr'], (640, 640))
-    # bit-exact with OpenCV 4 (pinned: OpenCV 5 rounds exact .5 bilinear ties the other way)
-    np.testing.assert_array_equal(net_input, fixture_io['input'][0])
+    # the fixture's input came from mmpose under OpenCV 4 (fixed-point warp); the letterbox
+    # now gives OpenCV 5's pixels (bit for bit: test_letterbox_exact.py), which differ from
+    # OpenCV 4's by one grey level on ~2.7 % of this image
+    diff = np.abs(net_input - fixture_io['input'][0])
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.03
     assert (net_input[:, :106] == 114).all() and (net_input[:, 534:] == 114).all()
 
 
