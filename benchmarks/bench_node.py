@@ -11,7 +11,8 @@ Prints both and their ratio (target <= 1.10 on CPU), and the mean time of each s
 the node (its /diagnostics) beside the engine's own stages in this process. Each side gets a
 0.1 s pause before the other starts: ONNX Runtime's pool threads spin for a while after a run,
 and spinning threads of one process on two cores slowed the other's inference by ~15 % (the
-first versions of this benchmark paused only after the node, which made the node look slow). Then times the node's perception stage
+first versions of this benchmark paused only after the node, which made the node look slow).
+Then times the node's perception stage
 (depth decoding, tracking, smoothing, 3D lifting: ``rtmo_ros.perception.PersonPipeline``) for
 10 moving people with a 640x480 depth image, and prints it as a share of the engine's median
 time of the same run (target <= 1 %).
