@@ -16,7 +16,7 @@ metrics (IDF1, IDP, IDR) on our IoU distance matrix. Why not TrackEval: the orig
 (JonathonLuiten/TrackEval) is not on PyPI; the ``trackeval`` 1.3.0 there (a packaging of it,
 kovalp/TrackEval) does run on numpy 2, but it requires ``opencv-python``, which pip installs
 next to our ``opencv-python-headless`` (both own the ``cv2`` package, the last one installed
-wins) and at OpenCV 5, whose rounding breaks our letterbox parity with mmpose (see
+wins) and at OpenCV 5, which the rest of the project is not tested on (see
 requirements/python.txt). motmetrics runs on numpy 2.4 and pandas 3 (the tests run it with
 warnings as errors) except ``motmetrics.distances.iou_matrix``, which calls ``np.asfarray``
 (removed in numpy 2.0); we compute the IoU matrix ourselves. motmetrics matches as CLEAR MOT
