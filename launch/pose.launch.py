@@ -3,8 +3,8 @@
     ros2 launch rtmo_ros pose.launch.py image_topic:=/cam/image_raw model:=/path/rtmo-s.onnx
 
 Arguments: image_topic, depth_topic, camera_info_topic, cameras, use_depth, model, backend,
-params_file, namespace, autostart, respawn, respawn_delay, use_rviz, use_sim_time (see each one's description:
-``ros2 launch rtmo_ros pose.launch.py -s``).
+params_file, namespace, autostart, respawn, respawn_delay, use_rviz, use_sim_time (see each
+one's description: ``ros2 launch rtmo_ros pose.launch.py -s``).
 
 Lifecycle: with ``autostart:=true`` (default) the node configures and activates itself through
 its own ``autostart`` parameter, which works the same on Humble, Jazzy and Kilted (Humble's
