@@ -9,6 +9,8 @@ from geometry_msgs.msg import Point, Vector3
 
 from rtmo_msgs.msg import Keypoint2D, Person, PersonArray, SkeletonInfo
 
+from .cdr import person_array_cdr
+
 try:  # vision_msgs is optional (not on PyPI); detections are published only when present
     from vision_msgs.msg import (
         BoundingBox2D,
@@ -61,6 +63,15 @@ def poses_to_person_array(poses, header, skeleton_name, tracked=None):
         persons.append(person)
     msg.persons = persons
     return msg
+
+
+def person_array_bytes(poses, header, skeleton_name, tracked=None):
+    """The serialized ``PersonArray`` of :func:`poses_to_person_array`, for ``publish(bytes)``.
+
+    Written straight from the arrays (:func:`rtmo_ros.cdr.person_array_cdr`): no message
+    objects, no rclpy serializer, a small fraction of their time on the latency path.
+    """
+    return person_array_cdr(poses, header, skeleton_name, tracked)
 
 
 def skeleton_info(skeleton, model, input_size, backend, precision):

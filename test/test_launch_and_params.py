@@ -17,8 +17,8 @@ from rtmo_ros.node_params import NodeParams
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = REPO / 'launch' / 'pose.launch.py'
-DOCUMENTED_ARGS = {'image_topic', 'depth_topic', 'camera_info_topic', 'use_depth', 'model',
-                   'backend', 'params_file', 'namespace', 'autostart', 'respawn',
+DOCUMENTED_ARGS = {'image_topic', 'depth_topic', 'camera_info_topic', 'cameras', 'use_depth',
+                   'model', 'backend', 'params_file', 'namespace', 'autostart', 'respawn',
                    'respawn_delay', 'use_rviz', 'use_sim_time'}
 
 
