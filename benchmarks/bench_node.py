@@ -12,6 +12,9 @@ the node (its /diagnostics) beside the engine's own stages in this process. Each
 0.1 s pause before the other starts: ONNX Runtime's pool threads spin for a while after a run,
 and spinning threads of one process on two cores slowed the other's inference by ~15 % (the
 first versions of this benchmark paused only after the node, which made the node look slow).
+Then measures the transport floor: the same images published to an echo node (subscribe,
+reply with the header; the same executor as the node) and the header received back, which is
+what any ROS 2 node costs before it does anything, and prints it beside the ratio.
 Then times the node's perception stage
 (depth decoding, tracking, smoothing, 3D lifting: ``rtmo_ros.perception.PersonPipeline``) for
 10 moving people with a 640x480 depth image, and prints it as a share of the engine's median
@@ -126,6 +129,78 @@ def measure(args, images, engine):
         proc.wait(timeout=10)
 
 
+def echo_node():
+    """``--echo``: a node that answers every Image on ``echo_in`` with its header on
+    ``echo_out`` (the transport floor: what any ROS 2 node pays to get the image and reply)."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    rclpy.init()
+    node = rclpy.create_node('bench_node_echo')
+    pub = node.create_publisher(Header, 'echo_out', qos)
+    node.create_subscription(Image, 'echo_in', lambda m: pub.publish(m.header), qos)
+    executor = MultiThreadedExecutor(num_threads=3)  # as the pose node
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except KeyboardInterrupt:
+        pass
+
+
+def transport_ms(images, repeats=25):
+    """Median ms of publish image -> echo node -> header received, with the frames above."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from rtmo_ros.image_conversion import bgr_to_image
+
+    proc = subprocess.Popen([sys.executable, __file__, '--echo'], cwd=REPO)
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    rclpy.init()
+    node = rclpy.create_node('bench_node_transport')
+    arrived, news = {}, threading.Condition()
+
+    def on_header(msg):
+        with news:
+            arrived[msg.stamp.nanosec] = time.perf_counter()
+            news.notify()
+
+    node.create_subscription(Header, 'echo_out', on_header, qos)
+    pub = node.create_publisher(Image, 'echo_in', qos)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        rtt = []
+        for i in range(repeats + 3):
+            msg = bgr_to_image(images[i % len(images)], Header(frame_id='bench'))
+            msg.header.stamp.nanosec = i + 1
+            sent = time.perf_counter()
+            pub.publish(msg)
+            with news:
+                news.wait_for(lambda n=i + 1: n in arrived, 10.0)
+            rtt.append(arrived[i + 1] - sent)
+            time.sleep(0.05)
+        return 1e3 * float(np.median(rtt[3:]))
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+
+
 def perception_ms(repeats=300, people=10, size=(640, 480)):
     """Median ms of the node's perception stage for ``people`` walkers with depth."""
     from sensor_msgs.msg import Image
@@ -166,7 +241,10 @@ def main():
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
+    parser.add_argument('--echo', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.echo:
+        return echo_node()
     from rtmo_ros.engine import PoseEstimator
 
     images = frames(args.frames, (args.width, args.height))
@@ -177,6 +255,11 @@ def main():
               f'  p90 {1e3 * np.percentile(t, 90):7.1f} ms  (n={len(t)})')
     print(f'node/engine ratio (median): {np.median(node) / np.median(engine):.3f}  '
           f'(mean: {node.mean() / engine.mean():.3f}; target <= 1.10)')
+    floor = transport_ms(images)
+    engine_ms = 1e3 * np.median(engine)
+    print(f'transport floor (the same images to an echo node and a header back): median '
+          f'{floor:.1f} ms = {floor / engine_ms:.3f} of the engine median; node end-to-end '
+          f'minus that floor / engine: {(1e3 * np.median(node) - floor) / engine_ms:.3f}')
     perception = perception_ms()
     print(f'perception stage (10 people, 640x480 depth: decode + track + smooth + lift) median '
           f'{perception:.2f} ms = {100 * perception / (1e3 * np.median(engine)):.2f} % of the '
