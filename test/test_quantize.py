@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from rtmo_ros.engine import PoseEstimator, quantize, zoo
+from rtmo_ros.engine.postprocess import box_iou
 
 pytest.importorskip('onnxruntime')
 pytest.importorskip('onnx')
@@ -27,15 +28,6 @@ def frames(count, first_seed=1000, size=(320, 240)):
 
     return [next(render_sequence(seed, 1, *size)) for seed in range(first_seed,
                                                                      first_seed + count)]
-
-
-def box_iou(a, b):
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=-1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=-1)
-    return inter / (area_a[:, None] + area_b[None] - inter + 1e-9)
 
 
 @pytest.fixture(scope='module')

@@ -109,6 +109,7 @@ import numpy as np
 
 from .backends import BackendUnavailable
 from .estimator import PoseEstimator, resolve_model
+from .postprocess import box_iou
 from .zoo import BUNDLED_NAME
 
 SCHEMA = 'rtmo-check/1'
@@ -346,16 +347,6 @@ def _stick_figure(image, centre, scale, colour):
 
 
 # --- parity ----------------------------------------------------------------------------------
-
-def box_iou(a, b):
-    """IoU of every box of ``a`` (N, 4) with every box of ``b`` (M, 4), xyxy."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=-1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=-1)
-    return inter / (area_a[:, None] + area_b[None] - inter + 1e-9)
-
 
 def match_people(ref, poses, min_iou=MATCH_IOU):
     """Pairs (i, j) of reference and candidate people, greedily by descending box IoU.

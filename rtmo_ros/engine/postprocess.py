@@ -14,6 +14,19 @@ import numpy as np
 from .poses import Poses
 
 
+def box_iou(a, b):
+    """Pairwise IoU (len(a), len(b)) of x1, y1, x2, y2 boxes (any array-likes of 4-vectors)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=-1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
 def nms(boxes, iou_thr):
     """Greedy single-class NMS over score-sorted boxes; return the kept row indices.
 

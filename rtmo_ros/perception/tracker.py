@@ -33,6 +33,8 @@ scales with the box height, as in ByteTrack, so near and far people behave alike
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from rtmo_ros.engine.postprocess import box_iou  # noqa: F401 - tracker.box_iou, public
+
 # standard deviations, in box heights (ByteTrack: 1/20 of the height for positions)
 _MEASUREMENT_STD = 0.05
 _INIT_RATE_STD = 1.0   # per s: a walking person crosses about one body height per second
@@ -161,19 +163,6 @@ def _match(det_boxes, track_boxes, floor, det_scores=None):
     d, t = linear_sum_assignment(cost)
     keep = allowed[d, t]
     return d[keep], t[keep]
-
-
-def box_iou(a, b):
-    """Pairwise IoU (len(a), len(b)) of x1, y1, x2, y2 boxes (any array-likes of 4-vectors)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=-1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def _to_centre(boxes):
