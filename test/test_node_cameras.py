@@ -219,3 +219,47 @@ def test_camera_lists_arrive_in_every_form_ros_gives_them():
     assert node_params.camera_list('cam0, cam1') == ['cam0', 'cam1']
     assert node_params.camera_list(['a', 'b/c']) == ['a', 'b/c']
     assert node_params.check('cameras', ['front/left', 'rear']) is None
+
+
+def test_each_camera_pairs_its_own_depth_and_camera_info(cameras):
+    """use_depth with two cameras: each PersonArray is lifted with its own camera's depth
+    image (cam0: the scene, people 2-4 m away; cam1: a flat 6 m depth), not the other's."""
+    from sensor_msgs.msg import CameraInfo
+
+    from rtmo_train.data.synthetic import render_depth_sequence, scene_camera_matrix
+
+    width, height = 320, 240
+    image, depth, truth = next(render_depth_sequence(1, 1, width, height))
+    k = [float(v) for v in scene_camera_matrix(width, height).ravel()]
+    cams = cameras(['cam0', 'cam1'], use_depth=True)
+    extra = {}
+    for name in ('cam0', 'cam1'):
+        extra[name] = (cams.peer.create_publisher(Image, f'{name}/depth', RELIABLE),
+                       cams.peer.create_publisher(CameraInfo, f'{name}/camera_info', RELIABLE))
+    cams.activate()
+    assert wait_for(lambda: all(p.get_subscription_count() > 0
+                                for pair in extra.values() for p in pair))
+    depths = {'cam0': depth, 'cam1': np.full_like(depth, 6.0)}
+    for name in ('cam0', 'cam1'):
+        header = Header(frame_id=name + '_optical')
+        header.stamp.sec, header.stamp.nanosec = 1, 5
+        mm = np.round(depths[name] * 1000).astype(np.uint16)
+        depth_pub, info_pub = extra[name]
+        info_pub.publish(CameraInfo(header=header, height=height, width=width,
+                                    distortion_model='plumb_bob', d=[0.0] * 5, k=k,
+                                    p=[k[0], 0.0, k[2], 0.0, 0.0, k[4], k[5], 0.0, 0.0, 0.0,
+                                       1.0, 0.0], r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]))
+        depth_pub.publish(Image(header=header, height=height, width=width, encoding='16UC1',
+                                is_bigendian=0, step=2 * width, data=mm.tobytes()))
+    time.sleep(0.5)  # depth and camera_info first, as cameras publish them
+    for name in ('cam0', 'cam1'):
+        cams.send(name, image, 5)
+    assert wait_for(lambda: all(len(cams.poses[n]) == 1 for n in ('cam0', 'cam1')), 20.0)
+    zs = {}
+    for name in ('cam0', 'cam1'):
+        people = [p for p in cams.poses[name][0].persons if p.score > 0.3]
+        assert people, name
+        zs[name] = [p.position.z for p in people]
+    assert all(1.0 < z < 5.0 for z in zs['cam0']), zs  # the scene's walkers
+    assert all(abs(z - 6.0) < 0.05 for z in zs['cam1']), zs  # cam1's own flat depth
+    assert truth
