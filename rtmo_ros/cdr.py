@@ -104,3 +104,83 @@ def _person_dtype(start, k):
     names, formats, offsets = zip(*fields)
     return np.dtype({'names': names, 'formats': formats, 'offsets': offsets,
                      'itemsize': points + 24 * k + 48})
+
+
+# --- reading images without rclpy's message objects --------------------------------------------
+
+class CdrError(ValueError):
+    """Serialized bytes that are not a well-formed message of the expected type."""
+
+
+class _Reader:
+    """Reads plain CDR fields in order; alignment counts from the end of the 4-byte header."""
+
+    def __init__(self, data):
+        self.view = memoryview(data).cast('B')
+        if len(self.view) < 4 or self.view[0] != 0 or self.view[1] not in (0, 1):
+            raise CdrError('not a CDR message (no plain CDR encapsulation header)')
+        self.order = '<' if self.view[1] == 1 else '>'
+        self.pos = 4
+
+    def _take(self, size, align):
+        self.pos += -(self.pos - 4) % align
+        end = self.pos + size
+        if end > len(self.view):
+            raise CdrError(f'message truncated: needs {end} bytes, has {len(self.view)}')
+        start, self.pos = self.pos, end
+        return start
+
+    def u32(self):
+        start = self._take(4, 4)
+        return struct.unpack_from(self.order + 'I', self.view, start)[0]
+
+    def i32(self):
+        start = self._take(4, 4)
+        return struct.unpack_from(self.order + 'i', self.view, start)[0]
+
+    def u8(self):
+        return self.view[self._take(1, 1)]
+
+    def string(self):
+        length = self.u32()
+        start = self._take(length, 1)
+        raw = bytes(self.view[start:start + length])
+        if length == 0 or raw[-1] != 0:
+            raise CdrError('a string field is not NUL-terminated')
+        try:
+            return raw[:-1].decode('utf-8')
+        except UnicodeDecodeError:
+            raise CdrError('a string field is not UTF-8') from None
+
+    def octets(self):
+        """A uint8[] field as a numpy view into the message's buffer (no copy)."""
+        count = self.u32()
+        start = self._take(count, 1)
+        return np.frombuffer(self.view, np.uint8, count, start)
+
+    def header(self):
+        """std_msgs/Header as (sec, nanosec, frame_id)."""
+        return self.i32(), self.u32(), self.string()
+
+
+class CdrImage:
+    """The fields of a ``sensor_msgs/Image`` read from its bytes; ``data`` views the bytes."""
+
+    def __init__(self, data):
+        r = _Reader(data)
+        self.stamp_sec, self.stamp_nanosec, self.frame_id = r.header()
+        self.height, self.width = r.u32(), r.u32()
+        self.encoding = r.string()
+        self.is_bigendian = r.u8()
+        self.step = r.u32()
+        self.data = r.octets()
+
+
+class CdrCompressedImage:
+    """The fields of a ``sensor_msgs/CompressedImage`` read from its bytes."""
+
+    def __init__(self, data):
+        r = _Reader(data)
+        self.stamp_sec, self.stamp_nanosec, self.frame_id = r.header()
+        self.format = r.string()
+        self.data = r.octets()

@@ -326,6 +326,29 @@ def _last_line(err):
     return str(err).strip().splitlines()[-1].strip() if str(err).strip() else 'cv2.error'
 
 
+# -- serialized messages (raw subscriptions) ------------------------------------------------------
+def serialized_to_bgr(data, compressed=False, max_pixels=MAX_IMAGE_PIXELS):
+    """(std_msgs/Header, (H, W, 3) uint8 BGR) of a serialized Image or CompressedImage.
+
+    What a ``raw=True`` subscription delivers: the fields are read from the CDR bytes
+    (:mod:`rtmo_ros.cdr`) and the pixels viewed in place, instead of rclpy building the
+    message; then the same checks and conversions as :func:`image_to_bgr` /
+    :func:`compressed_to_bgr`. Malformed bytes raise ImageError too.
+    """
+    from std_msgs.msg import Header
+
+    from rtmo_ros.cdr import CdrCompressedImage, CdrError, CdrImage
+
+    try:
+        msg = CdrCompressedImage(data) if compressed else CdrImage(data)
+    except CdrError as err:
+        raise ImageError(f'the image message cannot be read ({err})') from None
+    header = Header(frame_id=msg.frame_id)
+    header.stamp.sec, header.stamp.nanosec = msg.stamp_sec, msg.stamp_nanosec
+    image = compressed_to_bgr(msg, max_pixels) if compressed else image_to_bgr(msg, max_pixels)
+    return header, image
+
+
 # -- BGR -> sensor_msgs/Image ---------------------------------------------------------------------
 def bgr_to_image(image_bgr, header):
     """Return a ``sensor_msgs/Image`` (bgr8) holding an (H, W, 3) uint8 BGR array."""

@@ -77,8 +77,11 @@ class Inputs:
         watch = self.watches[name]
         events = SubscriptionEventCallbacks(
             incompatible_qos=lambda event: self._on_incompatible_qos(name, watch))
+        # images arrive as their serialized bytes, read in place by the worker
+        # (image_conversion.serialized_to_bgr): rclpy would build the message first
         self.subs[name] = self.node.create_subscription(msg_type, topic, callback, qos,
-                                                        event_callbacks=events)
+                                                        event_callbacks=events,
+                                                        raw=name == 'image')
         watch.current = reliability
 
     def _offered(self, name):

@@ -56,6 +56,7 @@ from rtmo_ros.image_conversion import (
     bgr_to_image,
     compressed_to_bgr,
     image_to_bgr,
+    serialized_to_bgr,
 )
 from rtmo_ros.markers import MarkerStyle, person_array_to_markers
 from rtmo_ros.node_cameras import make_streams
@@ -415,25 +416,30 @@ class PoseNode(LifecycleNode):
                     f'({self.params.inference_timeout_s:g} s)', throttle_duration_sec=THROTTLE_S)
 
     def _decode(self, msg):
+        """(header, BGR image) of a frame: serialized bytes (the node's raw subscriptions) or
+        a message."""
         limit = self.params.max_image_pixels
+        if isinstance(msg, bytes):
+            compressed = self.params.image_transport == 'compressed'
+            return serialized_to_bgr(msg, compressed, max_pixels=limit)
         if isinstance(msg, CompressedImage):
-            return compressed_to_bgr(msg, max_pixels=limit)
-        return image_to_bgr(msg, max_pixels=limit)
+            return msg.header, compressed_to_bgr(msg, max_pixels=limit)
+        return msg.header, image_to_bgr(msg, max_pixels=limit)
 
     def _decoded(self, frames):
-        """[(stream, msg, received, BGR image, wait ms, convert ms)] of the frames that
+        """[(stream, header, received, BGR image, wait ms, convert ms)] of the frames that
         decode; the others are counted invalid on their camera and logged (throttled)."""
         good = []
         for stream, msg, received in frames:
             t0 = time.monotonic()
             try:
-                image = self._decode(msg)
+                header, image = self._decode(msg)
             except ImageError as err:
                 stream.stats.count('invalid')
                 self.get_logger().warning(f'skipped an image{stream.label()}: {err}',
                                           throttle_duration_sec=THROTTLE_S)
                 continue
-            good.append((stream, msg, received, image, 1e3 * (t0 - received),
+            good.append((stream, header, received, image, 1e3 * (t0 - received),
                          1e3 * (time.monotonic() - t0)))
         return good
 
@@ -448,13 +454,14 @@ class PoseNode(LifecycleNode):
             return
         all_poses = engine.batch([frame[3] for frame in good])
         stages = engine.timings  # of the whole batch: every camera waited for all of it
-        for (stream, msg, received, image, wait_ms, convert_ms), poses in zip(good, all_poses):
+        for (stream, header, received, image, wait_ms, convert_ms), poses in zip(good,
+                                                                                  all_poses):
             poses.check(engine.num_keypoints)
             t2 = time.monotonic()
-            camera = stream.inputs.camera_for(msg.header, image.shape)
-            depth_m = (stream.inputs.depth_for(msg.header, image.shape)
+            camera = stream.inputs.camera_for(header, image.shape)
+            depth_m = (stream.inputs.depth_for(header, image.shape)
                        if camera is not None else None)
-            tracked = stream.pipeline.update(poses, stamp_ns(msg.header) * 1e-9, depth_m,
+            tracked = stream.pipeline.update(poses, stamp_ns(header) * 1e-9, depth_m,
                                              camera)
             if tracked.reset:
                 self.get_logger().info(f'image header stamps went backwards{stream.label()} '
@@ -464,10 +471,10 @@ class PoseNode(LifecycleNode):
             # the CDR bytes straight from the arrays (rtmo_ros.cdr): ~30 us instead of ~3 ms
             # of message objects and rclpy serialization for 50 people, on the latency path
             stream.pubs['poses'].publish(conversions.person_array_bytes(
-                poses, msg.header, engine.skeleton.name, tracked))
+                poses, header, engine.skeleton.name, tracked))
             t4 = time.monotonic()
             self._publish_extras(stream.pubs, engine, poses, tracked, image, camera,
-                                 msg.header)
+                                 header)
             stream.stats.record({'wait': wait_ms, 'convert': convert_ms,
                                  'preprocess': stages.preprocess_ms,
                                  'inference': stages.inference_ms,

@@ -307,3 +307,76 @@ def test_a_lifecycle_publisher_sends_the_bytes_once_active(context):
         check_delivery(msg, data, *deliver(context, node, pub, data))
     finally:
         node.destroy_node()
+
+
+# --- reading images from their bytes (the node's raw image subscriptions) --------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from rtmo_ros.image_conversion import (  # noqa: E402
+    ImageError,
+    compressed_to_bgr,
+    image_to_bgr,
+    serialized_to_bgr,
+)
+
+IMAGE_ENCODINGS = ('bgr8', 'rgb8', 'mono8', 'mono16', 'bgra8', 'yuv422', 'bayer_rggb8', '16UC1')
+
+
+@settings(max_examples=120, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 9), st.integers(1, 9), st.sampled_from(IMAGE_ENCODINGS),
+       st.integers(0, 5), st.integers(-2**31, 2**31 - 1), st.integers(0, 2**32 - 1),
+       st.text(max_size=20), st.integers(0, 1), st.binary(max_size=8))
+def test_serialized_images_read_like_their_messages(h, w, encoding, pad, sec, nanosec,
+                                                    frame_id, bigendian, tail):
+    """Fields, header and pixels read from the bytes equal rclpy's message, and a malformed
+    header is refused with the same ImageError text either way."""
+    frame_id = frame_id.replace('\x00', '')
+    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=bigendian)
+    msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec = frame_id, sec, nanosec
+    bpp = {'mono16': 2, '16UC1': 2, 'bgra8': 4, 'yuv422': 2, 'mono8': 1,
+           'bayer_rggb8': 1}.get(encoding, 3)
+    msg.step = w * bpp + pad
+    msg.data = bytes(np.random.default_rng(h * 10 + w).integers(0, 256, msg.step * h,
+                                                                 np.uint8)) + tail
+    data = serialize_message(msg)
+    try:
+        expected = image_to_bgr(msg)
+    except ImageError as err:
+        with pytest.raises(ImageError) as got:
+            serialized_to_bgr(data)
+        assert str(got.value) == str(err)
+        return
+    header, image = serialized_to_bgr(data)
+    assert header == msg.header
+    np.testing.assert_array_equal(image, expected)
+
+
+def test_serialized_compressed_images_read_like_their_messages():
+    import cv2
+    ok, jpeg = cv2.imencode('.jpg', np.full((24, 32, 3), 90, np.uint8))
+    msg = CompressedImage(format='jpeg', data=jpeg.tobytes())
+    msg.header.frame_id, msg.header.stamp.sec = 'cam', 3
+    header, image = serialized_to_bgr(serialize_message(msg), compressed=True)
+    assert header == msg.header
+    np.testing.assert_array_equal(image, compressed_to_bgr(msg))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.binary(max_size=200), st.booleans())
+def test_any_bytes_are_an_image_or_an_image_error(data, compressed):
+    try:
+        serialized_to_bgr(data, compressed)
+    except ImageError:
+        pass
+
+
+def test_truncated_image_bytes_are_refused_saying_so():
+    msg = Image(height=2, width=2, encoding='mono8', step=2, data=bytes(4))
+    data = serialize_message(msg)
+    for cut in range(len(data) - 1):
+        with pytest.raises(ImageError, match='cannot be read|truncated|step|zero size'):
+            serialized_to_bgr(data[:cut])
