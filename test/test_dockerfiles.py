@@ -1,4 +1,4 @@
-"""docker/Dockerfile.x86 and docker/Dockerfile.jetson, checked without Docker.
+"""scripts/docker/Dockerfile.x86 and scripts/docker/Dockerfile.jetson, checked without Docker.
 
 No image is built here (no registry, daemon or GPU on these machines). The Dockerfiles are read
 line by line and held to what the repository says: the documented base image per platform, every
@@ -22,8 +22,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # platform -> Dockerfile, documented base (NGC image and tag form), ROS 2 distro of its Ubuntu
 IMAGES = {
-    'x86': ('docker/Dockerfile.x86', r'nvcr\.io/nvidia/tensorrt:\d\d\.\d\d-py3', 'jazzy'),
-    'jetson': ('docker/Dockerfile.jetson', r'nvcr\.io/nvidia/l4t-jetpack:r36\.\d+\.\d+', 'humble'),
+    'x86': ('scripts/docker/Dockerfile.x86', r'nvcr\.io/nvidia/tensorrt:\d\d\.\d\d-py3', 'jazzy'),
+    'jetson': ('scripts/docker/Dockerfile.jetson', r'nvcr\.io/nvidia/l4t-jetpack:r36\.\d+\.\d+',
+               'humble'),
 }
 PACKAGE_XMLS = ('package.xml', 'rtmo_msgs/package.xml')
 RUNTIME_DEPENDS = ('depend', 'build_depend', 'buildtool_depend', 'build_export_depend',
@@ -302,5 +303,5 @@ def test_dockerignore_keeps_build_outputs_and_caches_out():
                  'rtmo_ros/engine/a.pyc', '.pytest_cache/v', '.ruff_cache/x', 'x.egg-info/PKG'):
         assert ignored(path, rules), path
     for path in ('rtmo_ros/models/rtmo_tiny_synthetic.onnx', 'launch/pose.launch.py',
-                 'rtmo_msgs/msg/Person.msg', 'docker/Dockerfile.x86'):
+                 'rtmo_msgs/msg/Person.msg', 'scripts/docker/Dockerfile.x86'):
         assert not ignored(path, rules), path
