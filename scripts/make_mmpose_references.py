@@ -180,17 +180,14 @@ def seeded_state_dict(variant, num_keypoints, seed=SEED):
 
 
 def _perturb(model, seed):
-    """BN affine U(0.5, 1.5) / N(0, 0.1); GAU gamma, beta and pos_enc N(0, 0.5) (spec 6)."""
+    """check_loss_against_mmpose.perturb (BN affine U(0.5, 1.5) / N(0, 0.1); GAU gamma, beta
+    and pos_enc N(0, 0.5): spec 6), then the DCC's bin logits scaled by a tenth."""
     import torch
-    g = torch.Generator().manual_seed(seed)
+    sys.path.insert(0, str(REPO / 'scripts'))
+    from check_loss_against_mmpose import perturb
+    perturb(model, seed)
+    dcc = model.head.dcc
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-        dcc = model.head.dcc
-        for p in (dcc.gau.gamma, dcc.gau.beta, dcc.pos_enc):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
         # bin logits of torch's default init spread ~60: the softmax over the bins is nearly
         # one-hot and a keypoint jumps between bins on float noise; a tenth keeps it smooth
         for fc in (dcc.x_fc, dcc.y_fc):

@@ -47,12 +47,17 @@ def parse_args(argv=None):
 
 def onnx_metrics(onnx_path, cfg):
     """AP of the exported graph through ``PoseEstimator`` (ONNX Runtime) on cfg's val set."""
+    return engine_metrics(onnx_path, cfg.path(cfg.val_ann), cfg.path(cfg.val_images))
+
+
+def engine_metrics(onnx_path, ann, images):
+    """(COCO keypoint metrics, image count) of ``onnx_path`` through ``PoseEstimator`` (ONNX
+    Runtime) on the COCO set ``ann`` / ``images`` (also scripts/rebatch_bundled_model.py's)."""
     from rtmo_ros.engine import PoseEstimator
     from rtmo_train.data.coco import CocoKeypointDataset
     from rtmo_train.evaluation import evaluate_keypoints, pose_results
 
-    dataset = CocoKeypointDataset(cfg.path(cfg.val_ann), cfg.path(cfg.val_images),
-                                  include_empty=True)
+    dataset = CocoKeypointDataset(str(ann), str(images), include_empty=True)
     results = []
     with PoseEstimator(str(onnx_path), backend='onnxruntime') as est:
         for i in range(len(dataset)):
@@ -60,7 +65,7 @@ def onnx_metrics(onnx_path, cfg):
             p = est(sample['img'])
             results += pose_results(sample['image_id'], p.boxes, p.scores, p.keypoints,
                                     p.keypoint_scores)
-    return evaluate_keypoints(cfg.path(cfg.val_ann), results), len(dataset)
+    return evaluate_keypoints(str(ann), results), len(dataset)
 
 
 def training_summary(checkpoint):

@@ -300,25 +300,16 @@ def held_out_ap(onnx_path, workdir):
     import contextlib
     import io
 
-    from rtmo_ros.engine import PoseEstimator
-    from rtmo_train.data.coco import CocoKeypointDataset
+    from package_demo_model import engine_metrics  # scripts/ is this script's sys.path[0]
+
     from rtmo_train.data.synthetic import make_dataset
-    from rtmo_train.evaluation import evaluate_keypoints, pose_results
 
     val = pathlib.Path(workdir) / 'val'
     ann = val / 'annotations.json'
     if not ann.exists():
         make_dataset(str(val), 100, 2, 320, 240, max_people=3, height_range=(0.3, 0.9))
-    dataset = CocoKeypointDataset(str(ann), str(val / 'images'), include_empty=True)
-    results = []
-    with PoseEstimator(str(onnx_path), backend='onnxruntime') as est:
-        for i in range(len(dataset)):
-            sample = dataset.load(i)
-            p = est(sample['img'])
-            results += pose_results(sample['image_id'], p.boxes, p.scores, p.keypoints,
-                                    p.keypoint_scores)
     with contextlib.redirect_stdout(io.StringIO()):  # xtcocotools' summary tables
-        return evaluate_keypoints(str(ann), results)
+        return engine_metrics(onnx_path, ann, val / 'images')[0]
 
 
 def max_diff(pairs):

@@ -6,7 +6,6 @@ own ``get_warp_matrix`` the matrices were checked against there).
 """
 from fractions import Fraction
 import hashlib
-import importlib.util
 import math
 import pathlib
 
@@ -14,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 import numpy as np
 import pytest
+from reference_script import REFS
 
 from rtmo_ros.engine import preprocess
 from rtmo_ros.engine.preprocess import (
@@ -27,15 +27,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = REPO / 'test' / 'references' / 'letterbox_opencv5.npz'
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        'make_mmpose_references', REPO / 'scripts' / 'make_mmpose_references.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-REFS = _load_script()
 CASES = [(w, h, in_w, in_h) for w, h in REFS.LETTERBOX_IMAGES
          for in_w, in_h in REFS.LETTERBOX_INPUTS]
 

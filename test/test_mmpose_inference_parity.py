@@ -8,11 +8,11 @@ keypoints agree to <= 0.05 px (image pixels), scores to <= 1e-3. Detections scor
 1e-3 of the 0.1 threshold may be on one side only.
 """
 import hashlib
-import importlib.util
 import pathlib
 
 import numpy as np
 import pytest
+from reference_script import REFS
 import torch
 
 from rtmo_ros.engine.preprocess import letterbox_image
@@ -23,15 +23,6 @@ REFERENCE = REPO / 'test' / 'references' / 'mmpose_inference.npz'
 TOL_PX, TOL_SCORE, SCORE_THR = 0.05, 1e-3, 0.1
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        'make_mmpose_references', REPO / 'scripts' / 'make_mmpose_references.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-REFS = _load_script()
 CASES = [(name, size, wh) for name, size, images in REFS.INFERENCE_CASES for wh in images]
 IDS = [f'{name}-{size}-{w}x{h}' for name, size, (w, h) in CASES]
 ONNX_CASES = [c for c in CASES if (c[0], c[1]) in (('t_body7', 416), ('s_coco', 640))]

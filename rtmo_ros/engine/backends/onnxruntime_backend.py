@@ -153,15 +153,11 @@ def batch_profile(onnx_path):
     """``trt_profile_*_shapes`` options for a graph whose batch axis is dynamic, else {}."""
     if onnx_path is None:
         return {}
-    from .tensorrt_backend import MAX_BATCH, onnx_input_shape
+    from .tensorrt_backend import MAX_BATCH, onnx_input
     try:
-        import onnx
-    except ImportError:  # without onnx the provider still runs, building per batch size
+        name, shape = onnx_input(onnx_path)
+    except BackendUnavailable:  # no onnx package: the provider still runs, building per batch
         return {}
-    graph = onnx.load(os.fspath(onnx_path), load_external_data=False).graph
-    weights = {init.name for init in graph.initializer}
-    name = next(i.name for i in graph.input if i.name not in weights)
-    shape = onnx_input_shape(onnx_path)
     if shape[0] > 0:
         return {}
     dims = ['x'.join(str(d) for d in [batch] + shape[1:]) for batch in (1, 1, MAX_BATCH)]

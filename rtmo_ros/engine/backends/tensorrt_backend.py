@@ -166,6 +166,11 @@ class TensorRTBackend(Backend):
 
 def onnx_input_shape(onnx_path):
     """Return the ONNX graph's input shape [B, 3, H, W] with -1 for symbolic dimensions."""
+    return onnx_input(onnx_path)[1]
+
+
+def onnx_input(onnx_path):
+    """(name, [B, 3, H, W] with -1 for symbolic dimensions) of the ONNX graph's input."""
     try:
         import onnx
     except ImportError:
@@ -173,9 +178,9 @@ def onnx_input_shape(onnx_path):
                                  'the graph\'s input shape: pip install onnx') from None
     graph = onnx.load(os.fspath(onnx_path), load_external_data=False).graph
     initializers = {init.name for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    dims = inputs[0].type.tensor_type.shape.dim
-    return [d.dim_value if d.HasField('dim_value') else -1 for d in dims]
+    first = next(i for i in graph.input if i.name not in initializers)
+    dims = first.type.tensor_type.shape.dim
+    return first.name, [d.dim_value if d.HasField('dim_value') else -1 for d in dims]
 
 
 def profile_shapes(shape):
