@@ -35,6 +35,7 @@ class Window:
     depth_refused: int = 0   # ... a depth image of another size / frame / encoding
     no_camera_info: int = 0  # ... no (valid) camera_info of the image's frame and size
     mean_ms: dict = field(default_factory=dict)
+    totals: dict = field(default_factory=dict)  # the running totals at the window's end
 
     @property
     def input_rate(self):
@@ -74,8 +75,10 @@ class PipelineStats:
             delta = {k: v - self._last[k] for k, v in self.totals.items()}
             n = max(delta['processed'], 1)
             means = {name: total / n for name, total in self._sums.items()}
+            # the totals under the same lock: read later, a frame counted in between would be
+            # in the totals but in no window's counts (and the status would contradict itself)
             win = Window(now - self._since, mean_ms=means if delta['processed'] else {},
-                         **delta)
+                         totals=dict(self.totals), **delta)
             self._last, self._since = dict(self.totals), now
             self._sums = dict.fromkeys(STAGES, 0.0)
         return win

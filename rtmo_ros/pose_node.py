@@ -554,10 +554,10 @@ class PoseNode(LifecycleNode):
                         input_size='%dx%d' % engine.input_size)
             if engine.ort_provider is not None:
                 info['ort_provider'] = engine.ort_provider
+        window = stream.stats.window()
         return diagnostic_status(
             f'{self.get_fully_qualified_name()}: pose estimation{stream.label()}', hardware_id,
-            info['state'], stream.stats.window(), dict(stream.stats.totals), info,
-            self.problems(stream))
+            info['state'], window, window.totals, info, self.problems(stream))
 
     # -- parameters --------------------------------------------------------------------------
     def _on_set_parameters(self, params):
