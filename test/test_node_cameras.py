@@ -239,6 +239,11 @@ def test_each_camera_pairs_its_own_depth_and_camera_info(cameras):
     cams.activate()
     assert wait_for(lambda: all(p.get_subscription_count() > 0
                                 for pair in extra.values() for p in pair))
+    # qos_reliability auto re-subscribes reliable on seeing these publishers: a message sent
+    # across that switch can be lost
+    assert wait_for(lambda: all(s.inputs.watches[n].current == 'reliable'
+                                for s in cams.node.streams.values()
+                                for n in ('depth', 'camera_info')), 10.0)
     depths = {'cam0': depth, 'cam1': np.full_like(depth, 6.0)}
     for name in ('cam0', 'cam1'):
         header = Header(frame_id=name + '_optical')
