@@ -235,18 +235,26 @@ def malformed(image):
             variant(2005, encoding='rgba8')]  # 4 channels: data now too short for the size
 
 
+def invalid_total(node):
+    return int(diag_values(node.got['diagnostics'][-1])['invalid_total'])
+
+
 def test_malformed_images_are_skipped_and_the_node_stays_active(node, io):
+    assert wait_for(lambda: node.got['diagnostics'], 5.0)
     for msg in malformed(io['image_bgr']):
+        before = invalid_total(node)
         node.image_pub.publish(msg)
-        time.sleep(0.05)  # one at a time: the newest-frame buffer would drop the others
+        # one at a time, each counted before the next is sent: a worker still busy with the
+        # previous frame (a loaded machine) would let the newest-frame buffer drop the others
+        assert wait_for(lambda n=before + 1: invalid_total(node) == n, 15.0), msg.header.stamp
     got = send_and_wait(node, image_msg(io['image_bgr'], 2100))
     assert got.persons
     assert not [m for m in node.got['poses'] if 2000 < m.header.stamp.nanosec < 2100]
     assert node.state() == State.PRIMARY_STATE_ACTIVE
-    text = node.log_path.read_text()
-    # one warning per 5 s (throttled): the first malformed image the worker took
+    # one warning per 5 s (throttled): the first malformed image
     reasons = ('truncated', 'smaller than', 'unsupported image encoding', 'zero size')
-    assert 'skipped an image' in text and any(r in text for r in reasons)
+    assert wait_for(lambda: 'skipped an image' in node.log_path.read_text(), 5.0)
+    assert any(r in node.log_path.read_text() for r in reasons)
 
 
 def test_thresholds_change_at_run_time_and_bad_values_are_refused(node, io):
