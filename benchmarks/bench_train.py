@@ -4,8 +4,9 @@ A step is what ``rtmo_train.engine.train_one_epoch`` does per batch: forward, Si
 assignment and losses, backward, gradient clipping, AdamW, LR schedule and EMA update. Data
 loading is excluded (batches are prepared beforehand from synthetic people through the
 stage-2 pipeline), so the figure is the model-side cost. Three recipes of ours are timed: the
-plain fp32 step (NCHW), the default (channels-last) and ``amp=true`` (bf16 autocast on the CPU)
-with channels-last. With ``--mmpose-python`` (a scratch venv with mmpose 1.3.2, see
+plain fp32 step (NCHW), channels-last fp32 and bf16 autocast with channels-last; the default
+config (``amp: auto``) is the last on a CPU with native bf16 (AVX512-BF16 / AMX), the second
+elsewhere. With ``--mmpose-python`` (a scratch venv with mmpose 1.3.2, see
 ``scripts/check_loss_against_mmpose.py``) mmpose's own step on the same batches runs in a
 second process (``benchmarks/mmpose_train_step.py``), interleaved round by round with ours so
 both see the same machine load, and the ratios to it are printed. Usage:
@@ -32,14 +33,19 @@ from rtmo_train.ema import ExpMomentumEMA
 from rtmo_train.engine import LossStep, train_one_epoch
 from rtmo_train.model.rtmo import build_model
 from rtmo_train.optim import LRSchedule, RTMOScheduler, build_optimizer
+from rtmo_train.train import autocast_dtype
 from rtmo_train.train_config import train_preset
 
 HERE = pathlib.Path(__file__).resolve().parent
 CONFIGS = {'s': 'body_2d_keypoint/rtmo/coco/rtmo-s_8xb32-600e_coco-640x640.py',
            'm': 'body_2d_keypoint/rtmo/coco/rtmo-m_16xb16-600e_coco-640x640.py',
            'l': 'body_2d_keypoint/rtmo/coco/rtmo-l_16xb16-600e_coco-640x640.py'}
-RECIPES = {'fp32 NCHW': (None, False), 'fp32 channels-last (default)': (None, True),
-           'amp bf16 channels-last': (torch.bfloat16, True)}
+# the default config (amp: auto, channels_last: true) is bf16 on a CPU with native bf16
+_DEFAULT_BF16 = autocast_dtype('auto', torch.device('cpu')) == torch.bfloat16
+RECIPES = {'fp32 NCHW': (None, False),
+           'fp32 channels-last' + ('' if _DEFAULT_BF16 else ' (default)'): (None, True),
+           'amp bf16 channels-last' + (' (default)' if _DEFAULT_BF16 else ''):
+               (torch.bfloat16, True)}
 
 
 def make_batches(size, batch, count, workdir):

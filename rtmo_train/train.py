@@ -65,6 +65,22 @@ def fit(cfg, resume=None, max_iters_per_epoch=None):
         cleanup()
 
 
+def autocast_dtype(amp, device):
+    """The autocast dtype of train config ``amp`` on ``device`` (None: fp32).
+
+    ``True``: fp16 on CUDA (with a GradScaler), bf16 on the CPU. ``'auto'``: bf16 on a CPU
+    that computes it natively (AVX512-BF16 or AMX: 2.2x an fp32 step of RTMO-s measured,
+    ``benchmarks/bench_train.py``), fp32 on other CPUs (bf16 emulated there is slower) and on
+    CUDA (as mmpose, whose configs train in fp32).
+    """
+    if amp == 'auto':
+        amp = device.type == 'cpu' and (torch.cpu._is_avx512_bf16_supported()
+                                        or torch.cpu._is_amx_tile_supported())
+    if not amp:
+        return None
+    return torch.float16 if device.type == 'cuda' else torch.bfloat16
+
+
 def build_source(cfg, sources):
     """The dataset (``len`` + ``load``) of ``sources`` (``DataSource`` list) for ``cfg``."""
     skeleton = skeleton_for(cfg.model.num_keypoints)
@@ -111,9 +127,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, lr, cfg.weight_decay, cfg.encoder_lr_mult,
                                          dcc_lr_mult=cfg.dcc_lr_mult)
         self.scheduler = RTMOScheduler(self.optimizer, cfg.schedule, self.iters_per_epoch)
-        cuda = self.device.type == 'cuda'
-        amp_dtype = (torch.float16 if cuda else torch.bfloat16) if cfg.amp else None
-        self.scaler = torch.amp.GradScaler('cuda') if cfg.amp and cuda else None
+        amp_dtype = autocast_dtype(cfg.amp, self.device)
+        self.precision = str(amp_dtype).replace('torch.', '') + ' autocast' if amp_dtype \
+            else 'fp32'
+        self.scaler = torch.amp.GradScaler('cuda') if amp_dtype == torch.float16 else None
         self.loss_step = wrap_model(LossStep(self.model, amp_dtype, cfg.channels_last), info)
         self.start_epoch, self.best_ap, self.best_epoch, self.metrics = 0, -1.0, -1, {}
         self.writer = None
@@ -146,7 +163,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             cfg.to_yaml(self.out / 'config.yaml')
             print(yaml.safe_dump({'config': cfg.to_dict()}, sort_keys=False), flush=True)
-            print(f'world size {self.info.world_size}, device {self.device}, '
+            print(f'world size {self.info.world_size}, device {self.device} '
+                  f'({self.precision}, amp: {cfg.amp}), '
                   f'{self.iters_per_epoch} iterations/epoch, starting at epoch '
                   f'{self.start_epoch}', flush=True)
             if cfg.tensorboard:

@@ -20,6 +20,7 @@ from .criterion import LossConfig, loss_schedule
 from .data.pipeline import AugmentConfig, augment_preset
 from .optim import LRSchedule
 
+AMP_CHOICES = (True, False, 'auto')
 DATASETS = ('coco', 'body7', 'crowdpose', 'body7-crowdpose', 'synthetic')
 
 
@@ -74,7 +75,8 @@ class TrainConfig:
     ema: bool = True
     ema_momentum: float = 2e-4
     ema_gamma: float = 2000.0
-    amp: bool = False              # CUDA: fp16 autocast + GradScaler; CPU: bf16 autocast
+    amp: object = 'auto'           # true: CUDA fp16 autocast + GradScaler, CPU bf16 autocast;
+    # auto: bf16 autocast on a CPU with native bf16 (AVX512-BF16 / AMX), fp32 elsewhere
     channels_last: bool = True     # NHWC activations and weights: faster convolutions
     init_weights: str = ''         # checkpoint to start from (mmpose .pth or rtmo_train)
     # runtime
@@ -105,6 +107,8 @@ class TrainConfig:
                              f'square model.input_size {self.model.input_size}')
         if not self.train_sets:
             raise ValueError('train_sets is empty; give at least one {ann, images} source')
+        if self.amp not in AMP_CHOICES or not isinstance(self.amp, (bool, str)):
+            raise ValueError(f'amp must be one of {AMP_CHOICES}, got {self.amp!r}')
 
     def loss_at(self, epoch):
         """The ``LossConfig`` of 0-based ``epoch`` (the stage switches, written out)."""

@@ -18,7 +18,7 @@ from rtmo_train.ema import ExpMomentumEMA
 from rtmo_train.engine import LossStep, train_one_epoch
 from rtmo_train.model.rtmo import build_model
 from rtmo_train.optim import LRSchedule, RTMOScheduler, build_optimizer
-from rtmo_train.train import Trainer, fit
+from rtmo_train.train import Trainer, autocast_dtype, fit
 from rtmo_train.train_config import apply_overrides, tiny_preset
 
 SIZE = 160
@@ -72,7 +72,8 @@ def test_channels_last_gives_the_losses_and_gradients_of_contiguous_training(dat
     assert float((g0 - g1).norm() / g0.norm()) <= 1e-2
 
 
-def test_a_few_iterations_reduce_the_loss(data_root):
+def few_iterations(data_root, amp_dtype=None):
+    """15 steps on one batch: (per-step losses, samples assigned in the first)."""
     torch.manual_seed(0)
     cfg = small_config(data_root, 'unused')
     model = build_model(cfg.model)
@@ -82,12 +83,37 @@ def test_a_few_iterations_reduce_the_loss(data_root):
     opt = build_optimizer(model, 5e-3, 0.05, dcc_lr_mult=cfg.dcc_lr_mult)
     sched = RTMOScheduler(opt, LRSchedule(warmup_epochs=0, min_lr=5e-3), 1)
     ema = ExpMomentumEMA(model)
-    stats = [train_one_epoch(model, LossStep(model), [batch], opt, sched, epoch,
+    stats = [train_one_epoch(model, LossStep(model, amp_dtype), [batch], opt, sched, epoch,
                              loss_cfg=cfg.loss_at(0), device='cpu', ema=ema, progress=False)
              for epoch in range(15)]
-    losses = [s['loss'] for s in stats]
+    assert ema.steps == 15
+    return [s['loss'] for s in stats], stats[0]['num_samples']
+
+
+def test_a_few_iterations_reduce_the_loss(data_root):
+    losses, samples = few_iterations(data_root)
     assert losses[-1] < 0.9 * losses[0], losses  # 40.1 -> 32.5 measured
-    assert stats[0]['num_samples'] > 0 and ema.steps == 15
+    assert samples > 0
+
+
+def test_bf16_autocast_reduces_the_loss_as_fp32_does(data_root):
+    # amp: auto trains in bf16 on CPUs with native bf16: the same start, the same descent
+    fp32, _ = few_iterations(data_root)
+    bf16, samples = few_iterations(data_root, torch.bfloat16)
+    assert samples > 0 and abs(bf16[0] - fp32[0]) <= 0.02 * fp32[0], (bf16[0], fp32[0])
+    assert bf16[-1] < 0.9 * bf16[0] and abs(bf16[-1] - fp32[-1]) <= 0.05 * fp32[-1], (bf16, fp32)
+
+
+def test_amp_auto_is_bf16_only_on_a_cpu_that_computes_it_natively():
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    cpu, cuda = torch.device('cpu'), torch.device('cuda', 0)
+    assert autocast_dtype('auto', cpu) == (torch.bfloat16 if native else None)
+    assert autocast_dtype('auto', cuda) is None  # fp32 on GPUs, as mmpose's configs
+    assert autocast_dtype(True, cpu) == torch.bfloat16
+    assert autocast_dtype(True, cuda) == torch.float16
+    assert autocast_dtype(False, cpu) is None
+    with pytest.raises(ValueError, match="amp must be one of .*'auto'"):
+        small_config('unused', 'unused', 'amp=maybe')
 
 
 def test_resume_reproduces_the_next_epoch_exactly(data_root, tmp_path):

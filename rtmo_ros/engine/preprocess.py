@@ -4,9 +4,14 @@ Network input contract: float32 (3, H, W), BGR channel order, values 0..255, no 
 The image is scaled to fit and **centred** on a canvas of pad value 114 by one affine warp
 (mmpose ``BottomupResize(resize_mode='fit', pad_val=114)``; rtmlib pastes top-left instead).
 
-The warp's pixels are computed here, not by ``cv2.warpAffine``: they are bit-identical to what
-OpenCV 5.0's ``warpAffine(INTER_LINEAR, BORDER_CONSTANT)`` gives mmpose 1.3.2 on an x86-64 CPU
-with FMA, whichever OpenCV is installed. OpenCV 4.x interpolates in fixed point (source
+The warp's pixels are defined here, not by the installed ``cv2.warpAffine``: they are
+bit-identical to what OpenCV 5.0's ``warpAffine(INTER_LINEAR, BORDER_CONSTANT)`` gives mmpose
+1.3.2 on an x86-64 CPU with FMA, whichever OpenCV is installed. Where the installed
+``cv2.warpAffine`` gives those same pixels for a geometry (OpenCV 5.0 on x86-64: checked once
+per image size and input size on a random probe, ``opencv_warp_agrees``) and the scale is
+fractional, it does the work, being faster there; otherwise the tables below do.
+
+OpenCV 4.x interpolates in fixed point (source
 positions rounded to 1/32 pixel, ties rounded up) and differs from 5.0 by up to 6 grey levels;
 5.0 interpolates in float32 with FMA:
 
@@ -87,8 +92,43 @@ def letterbox_image(image_bgr, input_wh, out=None):
     in_w, in_h = (int(v) for v in input_wh)
     if out is None:
         out = np.empty((3, in_h, in_w), np.float32)
-    warp_plan(image_bgr.shape[:2], (in_w, in_h)).apply(image_bgr, out)
+    plan = warp_plan(image_bgr.shape[:2], (in_w, in_h))
+    if plan.copy_map is None and opencv_warp_agrees(image_bgr.shape[:2], (in_w, in_h)):
+        opencv_warp(image_bgr, (in_w, in_h), out)
+    else:
+        plan.apply(image_bgr, out)
     return out, fit_letterbox(image_bgr.shape[:2], input_wh)
+
+
+def opencv_warp(image_bgr, input_wh, out):
+    """mmpose's own letterbox: ``cv2.warpAffine`` of the installed OpenCV into ``out``."""
+    warped = cv2.warpAffine(image_bgr, mmpose_warp_matrix(image_bgr.shape[:2], input_wh),
+                            tuple(input_wh), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3)
+    np.copyto(out, warped.transpose(2, 0, 1), casting='unsafe')
+    return out
+
+
+@lru_cache(maxsize=32)
+def opencv_warp_agrees(image_hw, input_wh):
+    """True when the installed ``cv2.warpAffine`` gives this letterbox's pixels (checked once).
+
+    OpenCV 5.0's vector loop on x86-64 computes what ``WarpPlan`` computes, faster at
+    fractional scales; its scalar loop for the last pixels of a row whose width is not a
+    multiple of the vector width does not (1 grey level in ~1 % of such geometries, measured):
+    only input widths that are multiples of 32 qualify, as every RTMO input's are (stride 32;
+    0 of 19046 random such geometries differed). OpenCV 4.x (fixed point) differs in up to
+    17 % of the pixels. A seeded random probe of the geometry through both decides: the same
+    formula agrees on all of it, a different one shows on thousands of its pixels.
+    """
+    if input_wh[0] % 32:
+        return False
+    probe = np.random.default_rng(0).integers(0, 256, tuple(image_hw) + (3,), np.uint8)
+    in_w, in_h = input_wh
+    ours = warp_plan(tuple(image_hw), tuple(input_wh)).apply(
+        probe, np.empty((3, in_h, in_w), np.float32))
+    theirs = opencv_warp(probe, input_wh, np.empty((3, in_h, in_w), np.float32))
+    return bool(np.array_equal(ours, theirs))
 
 
 # ---- mmpose's matrix -------------------------------------------------------------------------
@@ -258,6 +298,8 @@ class WarpPlan:
         c, r = self.cols, self.rows
         _fill_outside(out, r.lo, r.hi, c.lo, c.hi)
         region = out[:, r.lo:r.hi, c.lo:c.hi].transpose(1, 2, 0)
+        if region.size == 0:  # the image maps between two output pixels: all pad
+            return out
         if self.copy_map is not None:
             shape = self.copy_map.shape[:2] + (3,)
             np.copyto(region, _remap(image, self.copy_map, _buffer('copy', shape, np.uint8)))

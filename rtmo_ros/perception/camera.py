@@ -22,6 +22,14 @@ _OPENCV_MODELS = ('plumb_bob', 'rational_polynomial')
 _FISHEYE_MODELS = ('equidistant',)
 
 
+def _undistort_points(pts, k, d):
+    """cv2.undistortPoints with our iteration criteria (OpenCV 4 names that overload
+    ``undistortPointsIter``; OpenCV 5 takes the criteria in ``undistortPoints`` itself)."""
+    if hasattr(cv2, 'undistortPointsIter'):
+        return cv2.undistortPointsIter(pts, k, d, None, None, _UNDISTORT_CRITERIA)
+    return cv2.undistortPoints(pts, k, d, R=None, P=None, criteria=_UNDISTORT_CRITERIA)
+
+
 class PinholeCamera:
     """Intrinsics of one image stream; build with :meth:`from_fields` or :meth:`from_msg`."""
 
@@ -106,7 +114,7 @@ class PinholeCamera:
         if self.distortion_model in _FISHEYE_MODELS:
             out = cv2.fisheye.undistortPoints(pts, self.k, self.d, criteria=_UNDISTORT_CRITERIA)
         else:
-            out = cv2.undistortPointsIter(pts, self.k, self.d, None, None, _UNDISTORT_CRITERIA)
+            out = _undistort_points(pts, self.k, self.d)
         return out.reshape(-1, 2)
 
     def _project(self, xyz):
