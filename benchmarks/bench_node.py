@@ -19,6 +19,9 @@ Then times the node's perception stage
 (depth decoding, tracking, smoothing, 3D lifting: ``rtmo_ros.perception.PersonPipeline``) for
 10 moving people with a 640x480 depth image, and prints it as a share of the engine's median
 time of the same run (target <= 1 %).
+Image transport uses ``config/fastdds_large_images.xml`` (the README's recommended setting
+for camera drivers: a 16 MB shared-memory segment, since Fast DDS's built-in 512 KB one sends a
+900 KB VGA image as fragmented UDP); ``--fastdds-profile none`` measures the built-in transports.
 Run it from a shell where ``env.sh`` and ``scripts/loopback_dds.sh`` are sourced.
 """
 import argparse
@@ -231,6 +234,20 @@ def perception_ms(repeats=300, people=10, size=(640, 480)):
     return 1e3 * float(np.median(times[10:]))
 
 
+PROFILE = REPO / 'config' / 'fastdds_large_images.xml'
+
+
+def use_profile(path):
+    """Give every participant of this run (this process and its children) the Fast DDS
+    profile ``path``, or the built-in transports for 'none'; read when rclpy starts."""
+    for var in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE'):
+        os.environ.pop(var, None)
+        if path != 'none':
+            os.environ[var] = str(pathlib.Path(path).resolve())
+    print('Fast DDS transports: ' + ('built-in (512 KB shared-memory segment)' if path == 'none'
+                                    else f'profile {path}'), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model', default=str(REPO.parent / 'shared' / 'parity' /
@@ -241,10 +258,15 @@ def main():
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
+    parser.add_argument('--fastdds-profile', default=str(PROFILE),
+                        help='Fast DDS XML profile of this process (the image publisher), the '
+                        'node and the echo node; "none": Fast DDS built-in transports '
+                        '(default: %(default)s)')
     parser.add_argument('--echo', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo:
         return echo_node()
+    use_profile(args.fastdds_profile)
     from rtmo_ros.engine import PoseEstimator
 
     images = frames(args.frames, (args.width, args.height))
