@@ -102,7 +102,7 @@ def letterbox_image(image_bgr, input_wh, out=None):
 
 def opencv_warp(image_bgr, input_wh, out):
     """mmpose's own letterbox: ``cv2.warpAffine`` of the installed OpenCV into ``out``."""
-    warped = cv2.warpAffine(image_bgr, mmpose_warp_matrix(image_bgr.shape[:2], input_wh),
+    warped = cv2.warpAffine(image_bgr, _cached_matrix(image_bgr.shape[:2], tuple(input_wh)),
                             tuple(input_wh), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3)
     np.copyto(out, warped.transpose(2, 0, 1), casting='unsafe')
@@ -155,6 +155,14 @@ def mmpose_warp_matrix(image_hw, input_wh):
     dst[1] = np.array([in_w * 0.5, in_h * 0.5]) + np.array([in_w * -0.5, 0.0])
     dst[2] = _third_point(dst[0], dst[1])
     return cv2.getAffineTransform(src, dst)
+
+
+@lru_cache(maxsize=32)
+def _cached_matrix(image_hw, input_wh):
+    """``mmpose_warp_matrix``, computed once per geometry (read-only)."""
+    matrix = mmpose_warp_matrix(image_hw, input_wh)
+    matrix.flags.writeable = False
+    return matrix
 
 
 def _third_point(a, b):
