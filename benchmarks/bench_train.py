@@ -151,7 +151,7 @@ def main(argv=None):
     base = rate.get('mmpose 1.3.2 (fp32)')
     for name, value in rate.items():
         ratio = f'   {value / base:.2f}x mmpose' if base else ''
-        print(f'  {name:<30} {value:6.2f}{ratio}')
+        print(f'  {name:<34} {value:6.2f}{ratio}')
 
 
 if __name__ == '__main__':
