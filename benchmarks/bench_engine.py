@@ -11,8 +11,13 @@ that load from other processes hits all alike; medians are reported.
     python benchmarks/bench_engine.py [--onnx FILE] [--checkpoint FILE.pth] [--threads 2]
                                       [--iters 10]
 
+With openvino installed, three more rows: ours on the openvino backend at fp32 and (on a CPU
+with native bf16) bf16, with the same thread count, and rtmlib's own OpenVINO backend with its
+own settings (OpenVINO's default precision, bf16 on such a CPU).
+
 Targets: pipeline / bare run <= 1.05, pipeline / rtmlib <= 0.95 (our export against
-rtmlib on the official graph of the same weights).
+rtmlib on the official graph of the same weights; ours on OpenVINO at fp32 against rtmlib on
+its default backend).
 """
 import argparse
 import pathlib
@@ -93,7 +98,11 @@ def main(argv=None):
     for _ in range(2):  # warm-up: arena allocation, first-run kernels
         bare.run(None, feed), est(frame), rtm(frame), own and own(frame)
 
-    times = {'bare': [], 'ours': [], 'ours (own export)': [], 'rtmlib': []}
+    extra = openvino_runners(args.onnx, args.threads)
+    for fn in extra.values():
+        fn(frame), fn(frame)  # warm-up
+    times = {'bare': [], 'ours': [], 'ours (own export)': [], 'rtmlib': [],
+             **{name: [] for name in extra}}
     stages = []
     for _ in range(args.iters):
         times['bare'].append(timed(lambda: bare.run(None, feed)))
@@ -102,6 +111,8 @@ def main(argv=None):
         if own is not None:
             times['ours (own export)'].append(timed(lambda: own(frame)))
         times['rtmlib'].append(timed(lambda: rtm(frame)))
+        for name, fn in extra.items():
+            times[name].append(timed(lambda fn=fn: fn(frame)))
     med = {k: statistics.median(v) for k, v in times.items() if v}
 
     print(f'RTMO ONNX {args.onnx.name}, 640x480 frame, {args.threads} threads, '
@@ -116,7 +127,45 @@ def main(argv=None):
         print(f'  own export / rtmlib  {med["ours (own export)"] / med["rtmlib"]:8.3f}   '
               '(same weights; target <= 0.95)')
         own.close()
+    if OV_FP32 in med:
+        print(f'  ours (openvino fp32) / rtmlib {med[OV_FP32] / med["rtmlib"]:8.3f}   (same '
+              'graph; rtmlib on its default backend, onnxruntime; target <= 0.95)')
+        print(f'  ours (openvino fp32) / ours   {med[OV_FP32] / med["ours"]:8.3f}')
+    if OV_BF16 in med and RTMLIB_OV in med:
+        print(f'  ours (openvino bf16) / rtmlib (openvino) {med[OV_BF16] / med[RTMLIB_OV]:8.3f}'
+              f'   (rtmlib runs {RTMLIB_OV_PRECISION[0]} here: OpenVINO\'s default)')
     est.close()
+
+
+OV_FP32, OV_BF16, RTMLIB_OV = 'ours (openvino fp32)', 'ours (openvino bf16)', 'rtmlib (openvino)'
+RTMLIB_OV_PRECISION = ['?']
+
+
+def openvino_runners(onnx_path, threads):
+    """{row name: callable(frame)} of the OpenVINO rows, {} without openvino: ours at fp32
+    and (on a CPU with native bf16) bf16 with ``threads`` threads, and rtmlib's own OpenVINO
+    backend (its config: latency hint, OpenVINO's default precision and thread count)."""
+    try:
+        import openvino
+    except ImportError:
+        print('openvino is not installed: no OpenVINO rows')
+        return {}
+    from rtmo_ros.engine.backends.openvino_backend import cpu_has_bf16
+    runners = {OV_FP32: PoseEstimator(onnx_path, backend='openvino', precision='fp32',
+                                      num_threads=threads)}
+    if cpu_has_bf16(openvino.Core()):
+        runners[OV_BF16] = PoseEstimator(onnx_path, backend='openvino', precision='bf16',
+                                         num_threads=threads)
+    try:
+        from rtmlib import RTMO
+        model = RTMO(str(onnx_path), model_input_size=(640, 640), backend='openvino',
+                     device='cpu')
+        RTMLIB_OV_PRECISION[0] = str(model.compiled_model.get_property(
+            'INFERENCE_PRECISION_HINT'))
+        runners[RTMLIB_OV] = model
+    except ImportError:
+        pass
+    return runners
 
 
 if __name__ == '__main__':

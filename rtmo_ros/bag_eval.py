@@ -21,6 +21,8 @@ from rtmo_ros import bag_io, bag_report
 from rtmo_ros.bag_io import BagError
 from rtmo_ros.bag_replay import FRAME_TIMEOUT_S, replay_online
 from rtmo_ros.bag_report import RunResult
+from rtmo_ros.engine.backends.select import BACKENDS
+from rtmo_ros.engine.estimator import PRECISIONS
 from rtmo_ros.image_conversion import ImageError
 from rtmo_ros.node_params import NodeParams, problems
 
@@ -46,11 +48,11 @@ def parse_args(argv=None):
                              'frame before it counts as a miss')
     parser.add_argument('--model', required=True,
                         help='.onnx/.engine/.pth file or model zoo name')
-    parser.add_argument('--backend', default='auto',
-                        choices=('auto', 'onnxruntime', 'tensorrt', 'torch'))
-    parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'int8'),
+    parser.add_argument('--backend', default='auto', choices=BACKENDS)
+    parser.add_argument('--precision', default='auto', choices=('auto',) + PRECISIONS,
                         help='as the node parameter: int8 = a calibrated int8 graph on ONNX '
-                             'Runtime (CPU), made and cached on first use')
+                             'Runtime (CPU), made and cached on first use; bf16 = OpenVINO on '
+                             'a CPU with native bf16')
     parser.add_argument('--score-thr', type=float, default=0.1,
                         help='minimum instance score of a kept person (the node default)')
     parser.add_argument('--depth-topic',

@@ -50,12 +50,14 @@ class NodeParams:
     model: str = _param('rtmo-s-body7', 'RTMO model: path to an .onnx/.engine/.pth file, a '
                         'model zoo name (downloaded once into the cache) or rtmo-tiny-synthetic '
                         '(bundled, offline)')
-    backend: str = _param('auto', 'inference backend; auto picks tensorrt, then onnxruntime',
-                          choices=('auto', 'onnxruntime', 'tensorrt', 'torch'))
+    backend: str = _param('auto', 'inference backend; auto picks tensorrt, then onnxruntime; '
+                                  'openvino (CPU) only when named',
+                          choices=('auto', 'onnxruntime', 'tensorrt', 'openvino', 'torch'))
     device: str = _param('', "device such as 'cpu' or 'cuda:0'; empty lets the engine choose")
     precision: str = _param('auto', 'numeric precision; auto = fp16 on TensorRT, else fp32 (never '
-                                    'int8); int8 = a calibrated int8 graph on ONNX Runtime (CPU)',
-                            choices=('auto', 'fp32', 'fp16', 'int8'))
+                                    'int8 or bf16); int8 = a calibrated int8 graph on ONNX '
+                                    'Runtime (CPU); bf16 = OpenVINO on a CPU with native bf16',
+                            choices=('auto', 'fp32', 'fp16', 'int8', 'bf16'))
     ort_provider: str = _param('auto', "ONNX Runtime's execution provider; auto = CPU, or on "
                                        'a CUDA device TensorRT > CUDA; cuda / tensorrt imply '
                                        'the onnxruntime backend',

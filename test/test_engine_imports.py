@@ -11,5 +11,5 @@ def test_engine_import_pulls_no_ros_torch_or_tensorrt():
     out = subprocess.run([sys.executable, '-c', code], check=True, capture_output=True,
                          text=True).stdout.split()
     assert 'rtmo_ros.engine.estimator' in out
-    for heavy in ('rclpy', 'torch', 'tensorrt', 'onnxruntime'):
+    for heavy in ('rclpy', 'torch', 'tensorrt', 'onnxruntime', 'openvino'):
         assert heavy not in out, heavy

@@ -16,6 +16,9 @@ import sys
 
 import cv2
 
+from .backends.select import BACKENDS
+from .estimator import PRECISIONS
+
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff'}
 VIDEO_SUFFIXES = {'.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v'}
 
@@ -25,11 +28,12 @@ def build_parser():
     parser.add_argument('input', type=pathlib.Path, help='image, folder of images or video')
     parser.add_argument('--model', default='rtmo-s-body7',
                         help='zoo name, .onnx, .engine/.plan or .pth (default %(default)s)')
-    parser.add_argument('--backend', default='auto',
-                        choices=['auto', 'tensorrt', 'onnxruntime', 'torch'])
+    parser.add_argument('--backend', default='auto', choices=BACKENDS,
+                        help='auto: tensorrt > onnxruntime; openvino: CPU, asked for by name')
     parser.add_argument('--device', default=None, help='cpu, cuda or cuda:N (default: auto)')
-    parser.add_argument('--precision', default='fp16', choices=['fp16', 'fp32', 'int8'],
-                        help='int8: ONNX Runtime on CPU only (default %(default)s)')
+    parser.add_argument('--precision', default='fp16', choices=PRECISIONS,
+                        help='int8: ONNX Runtime on CPU only; bf16: OpenVINO on a CPU with '
+                             'native bf16 (default %(default)s)')
     parser.add_argument('--ort-provider', default='auto',
                         choices=['auto', 'cpu', 'cuda', 'tensorrt'],
                         help="ONNX Runtime's execution provider (auto: CPU, or TensorRT > CUDA "

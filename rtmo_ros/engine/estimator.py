@@ -14,8 +14,9 @@ from .preprocess import check_image, letterbox_image
 from .skeleton import skeleton_for
 
 LOG = logging.getLogger(__name__)
-PRECISIONS = ('fp16', 'fp32', 'int8')
+PRECISIONS = ('fp16', 'fp32', 'int8', 'bf16')
 INT8_BACKENDS = ('onnxruntime',)  # static QDQ quantization with ONNX Runtime's tools
+BF16_BACKENDS = ('openvino',)  # ONNX's Conv takes no bf16: only OpenVINO's CPU plugin runs it
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ def check_precision(precision, backend):
     if precision == 'int8' and backend not in INT8_BACKENDS + ('auto',):
         raise ValueError(f'precision int8 runs only on the {" or ".join(INT8_BACKENDS)} '
                          f'backend (CPU, a calibrated QDQ graph), not on {backend}')
+    if precision == 'bf16' and backend not in BF16_BACKENDS:
+        raise ValueError(f'precision bf16 runs only on the {" or ".join(BF16_BACKENDS)} '
+                         f'backend (a CPU with native bf16), not on {backend}; set backend '
+                         'openvino')
 
 
 class PoseEstimator:
@@ -67,15 +72,17 @@ class PoseEstimator:
     ``model``: a zoo name (``rtmo_ros.engine.zoo.names()``), an ``.onnx`` graph, a serialized
     TensorRT engine (``.engine``/``.plan``) or a ``.pth`` checkpoint (torch backend).
     ``backend``: 'auto' (tensorrt > onnxruntime CUDA > onnxruntime CPU), 'tensorrt',
-    'onnxruntime' or 'torch'. ``score_thr``: keep people with score > this. ``nms_thr``: IoU
-    threshold of NMS; the official graphs already run NMS at 0.65, fixed at export time, so a
-    lower value adds a second NMS and a higher one has no effect. ``max_persons``: keep at most
-    that many (None: all the graph returns, at most 50 for the official graphs). ``precision``:
-    'fp16' or 'fp32' for TensorRT and torch on CUDA (ONNX Runtime runs fp32), or 'int8' for
-    ONNX Runtime only: the graph's int8 twin, calibrated once on synthetic people and cached
-    (``quantize.int8_path``); never chosen by default. ``cache_dir``: TensorRT engine and
-    int8 graph cache. ``num_threads``: CPU threads (ONNX Runtime, torch). ``ort_provider``:
-    ONNX Runtime's execution provider, 'auto' | 'cpu' | 'cuda' | 'tensorrt' (see
+    'onnxruntime', 'openvino' (CPU only, never picked by 'auto') or 'torch'. ``score_thr``:
+    keep people with score > this. ``nms_thr``: IoU threshold of NMS; the official graphs
+    already run NMS at 0.65, fixed at export time, so a lower value adds a second NMS and a
+    higher one has no effect. ``max_persons``: keep at most that many (None: all the graph
+    returns, at most 50 for the official graphs). ``precision``: 'fp16' or 'fp32' for TensorRT
+    and torch on CUDA (ONNX Runtime and OpenVINO run fp32), 'int8' for ONNX Runtime only: the
+    graph's int8 twin, calibrated once on synthetic people and cached
+    (``quantize.int8_path``), never chosen by default; or 'bf16' for OpenVINO on a CPU with
+    native bf16. ``cache_dir``: TensorRT engine, int8 graph and OpenVINO cache.
+    ``num_threads``: CPU threads (ONNX Runtime, OpenVINO, torch). ``ort_provider``: ONNX
+    Runtime's execution provider, 'auto' | 'cpu' | 'cuda' | 'tensorrt' (see
     ``backends.onnxruntime_backend``); anything but 'auto' implies the onnxruntime backend.
     ``progress``: called with one line of text per step of a long start (a TensorRT build).
     """
@@ -104,12 +111,12 @@ class PoseEstimator:
     # -- properties the ROS node reads -------------------------------------------------------
     @property
     def backend(self):
-        """Name of the backend in use: 'tensorrt', 'onnxruntime' or 'torch'."""
+        """Name of the backend in use: 'tensorrt', 'onnxruntime', 'openvino' or 'torch'."""
         return self._live().name
 
     @property
     def precision(self):
-        """'fp16', 'fp32' or 'int8', what the backend actually runs."""
+        """'fp16', 'fp32', 'int8' or 'bf16', what the backend actually runs."""
         return self._live().precision
 
     @property

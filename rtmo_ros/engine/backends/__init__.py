@@ -1,4 +1,4 @@
-"""Inference backends: ONNX Runtime, TensorRT and PyTorch behind one small contract.
+"""Inference backends: ONNX Runtime, TensorRT, OpenVINO and PyTorch behind one small contract.
 
 Every backend turns a network-input batch into per-image raw detections:
 
@@ -7,12 +7,13 @@ Every backend turns a network-input batch into per-image raw detections:
     dets:      x1, y1, x2, y2, score in network-input pixels, boxes not clamped
     keypoints: x, y, score in network-input pixels
 
-Attributes each backend sets: ``name`` ('onnxruntime' | 'tensorrt' | 'torch'), ``precision``
-('fp32' | 'fp16'), ``input_size`` (W, H), ``num_keypoints``, ``max_batch`` (None: any) and
-``graph_nms_thr`` (the IoU threshold of the NMS that already ran inside the backend, fixed at
-export time for graph backends; None when the backend ran NMS at the caller's threshold).
-Heavy modules (onnxruntime, tensorrt, torch) are imported only inside the backend modules,
-which are themselves imported only when a backend is created (``select.create_backend``).
+Attributes each backend sets: ``name`` ('onnxruntime' | 'tensorrt' | 'openvino' | 'torch'),
+``precision`` ('fp32' | 'fp16' | 'int8' | 'bf16'), ``input_size`` (W, H), ``num_keypoints``,
+``max_batch`` (None: any) and ``graph_nms_thr`` (the IoU threshold of the NMS that already ran
+inside the backend, fixed at export time for graph backends; None when the backend ran NMS at
+the caller's threshold). Heavy modules (onnxruntime, tensorrt, openvino, torch) are imported
+only inside the backend modules, which are themselves imported only when a backend is created
+(``select.create_backend``).
 """
 
 
