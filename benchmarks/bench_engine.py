@@ -72,6 +72,9 @@ def rtmlib_model(onnx_path, threads):
 
 
 def timed(fn):
+    """ms of one call, after a 0.1 s pause: the thread pools of ONNX Runtime and OpenVINO spin
+    for a while after a run, and on two cores that slowed whichever ran next by up to 20 %."""
+    time.sleep(0.1)
     start = time.perf_counter()
     fn()
     return 1e3 * (time.perf_counter() - start)
