@@ -29,10 +29,12 @@ def test_unknown_zoo_name_lists_the_names():
 
 
 def test_unknown_backend_and_mismatched_file_kind():
-    with pytest.raises(ValueError, match='unknown backend'):
-        choose('openvino', 'onnx')
+    with pytest.raises(ValueError, match='unknown backend .*openvino'):  # names the choices
+        choose('tflite', 'onnx')
     with pytest.raises(ValueError, match='cannot run a .pth'):
         choose('onnxruntime', 'pth')
+    with pytest.raises(ValueError, match='the openvino backend cannot run a .engine'):
+        choose('openvino', 'engine')
     with pytest.raises(ValueError, match='cannot tell the model type'):
         model_kind('model.tflite')
 
