@@ -100,6 +100,23 @@ def test_gpu_cases_and_batch_8_on_a_fixed_batch_graph_are_skipped_with_reasons(c
         assert cases['onnxruntime-cpu-fp32-b8']['status'] == 'pass'
 
 
+def test_openvino_cases_run_when_it_is_installed(cpu_run):
+    report = cpu_run[2]
+    cases, ov = by_name(report), report['inventory']['openvino']
+    if ov['version'] is None:
+        assert cases['openvino-cpu-fp32-b1']['reason'] == 'openvino is not installed'
+        return
+    fp32 = cases['openvino-cpu-fp32-b1']
+    assert fp32['status'] == 'pass' and fp32['parity']['kpt_max_px'] <= 0.05
+    assert fp32['hardware_id'] == 'openvino:cpu' and fp32['precision_reported'] == 'fp32'
+    bf16 = cases['openvino-cpu-bf16-b1']
+    if ov['bf16']:  # drift reported, not judged
+        assert bf16['status'] == 'pass' and bf16['precision_reported'] == 'bf16'
+        assert bf16['parity']['tolerance_px'] is None
+    else:
+        assert 'natively' in bf16['reason']
+
+
 def perturbed_graph(path):
     """The bundled graph with every weight scaled by 1.02: same graph, other outputs."""
     import onnx

@@ -6,12 +6,12 @@
                [--train-step [--train-device cuda]]
 
 Lists the backends and versions it finds (ONNX Runtime and its execution providers, torch and
-CUDA, TensorRT, cuda-python), computes the reference (``--reference-model``, default
+CUDA, TensorRT, cuda-python, OpenVINO), computes the reference (``--reference-model``, default
 ``--model``, on ONNX Runtime CPU fp32) on deterministic frames (rendered synthetic people when
 rtmo_train is installed, else an OpenCV drawing), then builds every backend / provider /
 precision this machine has and checks it against the reference: people matched by box IoU
 (> 0.5), keypoint distance in image pixels over the matched people. fp32 cases pass when
-they find the very same people with keypoints <= 0.05 px away; fp16 and int8 cases pass when
+they find the very same people with keypoints <= 0.05 px away; fp16, int8 and bf16 cases pass when
 every person scored >= 0.5 on one side is found on the other (their drift is printed). Each
 case is timed (``PoseEstimator.batch``, warm-up then ``--repeat`` calls) at batch 1 and at
 batch 8 where the graph has a dynamic batch axis (torch: always).
@@ -40,6 +40,7 @@ null (the progress lines say why).
 | ``inventory.onnxruntime`` | object | ``version``, ``providers``, ``short`` (1) |
 | ``inventory.torch`` | object | ``version``, ``cuda_available``, ``cuda_version``, ``devices`` |
 | ``inventory.tensorrt`` | object | ``version`` |
+| ``inventory.openvino`` | object | ``version``, ``bf16``: the CPU computes bf16 natively |
 | ``inventory.cuda_python`` | object | ``version``, ``device_count``, ``message``, (2) |
 | ``inventory.tensorrt_usable`` | object | ``ok``, ``why``: can the tensorrt backend run |
 | ``inventory.rtmo_train`` | bool | rtmo_train importable (3) |
@@ -55,10 +56,10 @@ null (the progress lines say why).
 | ``reference.people`` | [int] | people the reference finds in each frame |
 | ``reference.build_s`` | float | seconds to create the reference session |
 | ``cases[].name`` | str | '<backend>-<provider or device>-<precision>-b<batch>' |
-| ``cases[].backend`` | str | 'onnxruntime', 'tensorrt', 'torch', 'rtmo_train' (5) |
+| ``cases[].backend`` | str | 'onnxruntime', 'tensorrt', 'openvino', 'torch', 'rtmo_train' (5) |
 | ``cases[].provider`` | str or null | ONNX Runtime's provider: 'cpu', 'cuda', 'tensorrt' |
 | ``cases[].device`` | str | 'cpu' or 'cuda' |
-| ``cases[].precision`` | str | asked for: 'fp32', 'fp16', 'int8' ('bf16' (5)) |
+| ``cases[].precision`` | str | asked for: 'fp32', 'fp16', 'int8', 'bf16' (openvino, (5)) |
 | ``cases[].precision_reported`` | str or null | what the backend says it runs |
 | ``cases[].provider_reported`` | str or null | ONNX Runtime's provider in use |
 | ``cases[].hardware_id`` | str or null | ``PoseEstimator.hardware_id`` |
@@ -82,16 +83,16 @@ null (the progress lines say why).
 | ``cases[].detail`` | object or null | training step: ``losses``, ``grad_norm``, ``amp`` |
 | ``passed`` | bool | every case that ran passed |
 
-(1) ``version`` null when not importable (then ``error`` says why); ``providers``: ORT's
-names; ``short``: 'tensorrt', 'cuda', 'cpu' among them. The same ``version``/``error`` pair
-for torch and tensorrt. (2) ``device_count`` and ``message`` (its error, e.g. a driver older
+(1) ``version`` null when not importable (then ``error`` says why); ``providers``: ORT's names;
+``short``: 'tensorrt', 'cuda', 'cpu' among them. The same ``version``/``error`` pair for torch,
+tensorrt and openvino. (2) ``device_count`` and ``message`` (its error, e.g. a driver older
 than its CUDA) from cuda-python's runtime; ``visible_devices``: cuda-python's count, else
-torch's. (3) synthetic frames, the torch backend and int8 calibration need it. (4)
-``source``: 'synthetic' (rtmo_train's renderer), 'drawn' or the ``--image`` path (then the
-frames alternate it and its mirror image; ``seed`` null). (5) the ``--train-step`` case:
-one training step of the tiny preset on a batch of 8 with AMP (fp16 on CUDA, bf16 on CPU).
-(6) summed over the batch's frames. (7) fp32: any person, except near-ties at the graphs'
-50-row cap; fp16 and int8: people scored >= 0.5 (near the score threshold they may flip).
+torch's. (3) synthetic frames, the torch backend and int8 calibration need it. (4) ``source``:
+'synthetic' (rtmo_train's renderer), 'drawn' or the ``--image`` path (then the frames alternate
+it and its mirror image; ``seed`` null). (5) the ``--train-step`` case: one training step of
+the tiny preset on a batch of 8 with AMP (fp16 on CUDA, bf16 on CPU). (6) summed over the
+batch's frames. (7) fp32: any person, except near-ties at the graphs' 50-row cap; fp16, int8
+and bf16: people scored >= 0.5 (near the score threshold they may flip).
 """
 import argparse
 from dataclasses import dataclass
@@ -150,6 +151,8 @@ SPECS = (
     Spec('onnxruntime', 'tensorrt', 'cuda', 'fp16'),
     Spec('tensorrt', None, 'cuda', 'fp32'),
     Spec('tensorrt', None, 'cuda', 'fp16'),
+    Spec('openvino', None, 'cpu', 'fp32'),
+    Spec('openvino', None, 'cpu', 'bf16'),
     Spec('torch', None, 'cpu', 'fp32'),
     Spec('torch', None, 'cuda', 'fp32'),
     Spec('torch', None, 'cuda', 'fp16'),
@@ -198,6 +201,19 @@ def torch_inventory():
             'cuda_version': torch.version.cuda, 'devices': devices}
 
 
+def openvino_inventory():
+    """OpenVINO's version and whether its CPU plugin computes bf16 natively here."""
+    if importlib.util.find_spec('openvino') is None:
+        return {'version': None, 'error': 'openvino is not installed', 'bf16': False}
+    try:
+        import openvino
+
+        from .backends.openvino_backend import cpu_has_bf16
+        return {'version': openvino.__version__, 'bf16': cpu_has_bf16(openvino.Core())}
+    except Exception as err:  # noqa: BLE001 - a broken install says why in the report
+        return {'version': None, 'error': f'{type(err).__name__}: {err}', 'bf16': False}
+
+
 def tensorrt_inventory():
     """TensorRT's version; find_spec first so that a missing package costs no import."""
     if importlib.util.find_spec('tensorrt') is None:
@@ -243,6 +259,7 @@ def inventory():
             'numpy': np.__version__, 'opencv': cv2.__version__,
             'onnxruntime': ort_inventory(), 'torch': torch_inventory(),
             'tensorrt': tensorrt_inventory(), 'cuda_python': cuda_python_inventory(),
+            'openvino': openvino_inventory(),
             'tensorrt_usable': {'ok': ok, 'why': why},
             'rtmo_train': importlib.util.find_spec('rtmo_train') is not None}
 
@@ -259,6 +276,8 @@ def inventory_lines(inv):
             f'onnxruntime {ort["version"] or "absent"}: {", ".join(ort["providers"]) or "-"}',
             f'torch {torch_text}',
             f'tensorrt {trt["version"] or trt["error"]}',
+            f'openvino {inv["openvino"]["version"] or "absent"}'
+            + (' (CPU with native bf16)' if inv['openvino']['bf16'] else ''),
             f'cuda-python {cp["version"] or "absent"}: {cp["device_count"]} device(s)'
             + (f' ({cp["message"]})' if cp['message'] else ''),
             f'tensorrt backend: {inv["tensorrt_usable"]["why"]}']
@@ -446,6 +465,12 @@ def why_unavailable(spec, inv, checkpoint):
     if spec.backend == 'tensorrt':
         usable = inv['tensorrt_usable']
         return None if usable['ok'] else usable['why']
+    if spec.backend == 'openvino':
+        ov = inv['openvino']
+        if ov['version'] is None:
+            return ov['error']
+        return None if spec.precision != 'bf16' or ov['bf16'] else \
+            'this CPU does not compute bf16 natively (AVX512-BF16 or AMX)'
     return _torch_unavailable(spec, inv, checkpoint)
 
 
