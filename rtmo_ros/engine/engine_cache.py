@@ -29,6 +29,21 @@ def default_cache_dir():
     return models_home() / 'engines'
 
 
+def writable_subfolder(cache_dir, name, consequence, level=logging.WARNING):
+    """``<cache_dir or the default cache>/<name>``, created and written to once; None, logged
+    at ``level`` with ``consequence``, when it cannot be (a read-only install)."""
+    folder = pathlib.Path(cache_dir or default_cache_dir()) / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / '.write-test'
+        probe.write_bytes(b'')
+        probe.unlink()
+    except OSError as err:
+        LOG.log(level, 'rtmo: %s is not writable (%s): %s', folder, err, consequence)
+        return None
+    return folder
+
+
 def make_key(onnx_sha256, tensorrt_version, gpu_name, compute_capability, precision,
              input_shape):
     """Return the cache key dict; ``input_shape`` is the (min, opt, max) profile or a shape."""

@@ -27,6 +27,14 @@ def cuda_index(device, fix):
     raise ValueError(f'device {device!r} is not a CUDA device; {fix}')
 
 
+def not_loadable(path, err):
+    """The ValueError of a model file a runtime cannot read: the first line of its error."""
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    return ValueError(f'{path} is not a loadable ONNX model ({first}); download it again or '
+                      're-export it with rtmo-export')
+
+
 class BackendUnavailable(RuntimeError):
     """A backend cannot run here: its package is missing or it needs a device that is absent."""
 

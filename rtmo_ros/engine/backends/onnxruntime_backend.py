@@ -12,11 +12,10 @@ logged when it was 'auto'.
 import ctypes
 import logging
 import os
-import pathlib
 
 import numpy as np
 
-from . import Backend, BackendUnavailable, cuda_index
+from . import Backend, BackendUnavailable, cuda_index, not_loadable
 
 LOG = logging.getLogger(__name__)
 
@@ -169,19 +168,10 @@ def batch_profile(onnx_path):
 def ort_tensorrt_cache(cache_dir=None):
     """``<engine cache>/ort-tensorrt``, created; None (engines rebuilt each start) when the
     folder cannot be written."""
-    from ..engine_cache import default_cache_dir
-    folder = pathlib.Path(cache_dir or default_cache_dir()) / 'ort-tensorrt'
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / '.write-test'
-        probe.write_bytes(b'')
-        probe.unlink()
-    except OSError as err:
-        LOG.warning('rtmo: %s is not writable (%s): the TensorRT provider rebuilds its engine '
-                    'at every start; set cache_dir or RTMO_HOME to a writable folder', folder,
-                    err)
-        return None
-    return folder
+    from ..engine_cache import writable_subfolder
+    return writable_subfolder(cache_dir, 'ort-tensorrt', 'the TensorRT provider rebuilds its '
+                              'engine at every start; set cache_dir or RTMO_HOME to a writable '
+                              'folder')
 
 
 class OnnxRuntimeBackend(Backend):
@@ -217,9 +207,7 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(os.fspath(onnx_path), options,
                                                 providers=providers)
         except Exception as err:  # ORT raises its own pybind types (InvalidProtobuf, Fail...)
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f'{onnx_path} is not a loadable ONNX model ({first}); download it '
-                             'again or re-export it with rtmo-export') from None
+            raise not_loadable(onnx_path, err) from None
         self._check_provider(providers, provider)
         if self.provider == 'tensorrt' and precision == 'fp16':
             self.precision = 'fp16'

@@ -1,8 +1,8 @@
 """OpenVINO backend: an RTMO ONNX graph compiled by OpenVINO's CPU plugin.
 
 The same graphs as the onnxruntime backend (mmdeploy's contract, NMS inside), on the CPU only.
-On an x86 CPU it ran RTMO-s 0.88x ONNX Runtime's time at fp32 here (``bench_engine``), with the
-same outputs to 5e-4 px. ``precision``:
+At fp32 it ran RTMO-s no faster than ONNX Runtime here (1.02-1.06x its time, ``bench_engine``,
+``bench_bf16``), with the same outputs to 5e-4 px; bf16 ran 1.76x faster. ``precision``:
 
 * 'fp32' (and 'fp16', which only GPU backends honour, as with onnxruntime): OpenVINO's
   ``INFERENCE_PRECISION_HINT`` f32. OpenVINO's own default is bf16 on a CPU with native bf16,
@@ -14,12 +14,11 @@ Compiled models are cached by OpenVINO under ``<engine cache>/openvino`` when it
 """
 import logging
 import os
-import pathlib
 
-from . import Backend, BackendUnavailable
+import numpy as np
+
+from . import Backend, BackendUnavailable, not_loadable
 from .onnxruntime_backend import GRAPH_NMS_THR
-
-LOG = logging.getLogger(__name__)
 
 PRECISION_HINTS = {'fp32': 'f32', 'fp16': 'f32', 'bf16': 'bf16'}
 
@@ -41,17 +40,9 @@ def cpu_has_bf16(core):
 
 def openvino_cache(cache_dir=None):
     """``<engine cache>/openvino``, created; None when it cannot be written."""
-    from ..engine_cache import default_cache_dir
-    folder = pathlib.Path(cache_dir or default_cache_dir()) / 'openvino'
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / '.write-test').write_bytes(b'')
-        (folder / '.write-test').unlink()
-    except OSError as err:
-        LOG.info('rtmo: %s is not writable (%s): OpenVINO compiles the model at every start',
-                 folder, err)
-        return None
-    return folder
+    from ..engine_cache import writable_subfolder
+    return writable_subfolder(cache_dir, 'openvino', 'OpenVINO compiles the model at every '
+                              'start', level=logging.INFO)
 
 
 class OpenVinoBackend(Backend):
@@ -85,19 +76,17 @@ class OpenVinoBackend(Backend):
             config['CACHE_DIR'] = str(folder)
         try:
             model = core.read_model(os.fspath(onnx_path))
-            self._read_io(model)
-            self.compiled = core.compile_model(model, 'CPU', config)
         except (RuntimeError, ValueError) as err:
-            if isinstance(err, ValueError) and 'RTMO' in str(err):
-                raise
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f'{onnx_path} is not a loadable ONNX model ({first}); download it '
-                             'again or re-export it with rtmo-export') from None
+            raise not_loadable(onnx_path, err) from None
+        self._read_io(model)  # not an RTMO graph: its own ValueError
+        try:
+            self.compiled = core.compile_model(model, 'CPU', config)
+        except RuntimeError as err:
+            raise not_loadable(onnx_path, err) from None
         self.request = self.compiled.create_infer_request()
         self.precision = 'bf16' if precision == 'bf16' else 'fp32'
         self.device = 'cpu'
         if self.num_keypoints is None:  # symbolic K: ask the model once
-            import numpy as np
             probe = np.zeros((1, 3, self.input_size[1], self.input_size[0]), np.float32)
             self.num_keypoints = self.infer(probe)[0][1].shape[1]
 

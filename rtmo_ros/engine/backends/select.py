@@ -40,7 +40,7 @@ def choose(backend, kind, device=None, ort_provider='auto'):
 
     'auto' prefers, for ONNX graphs, the tensorrt backend > onnxruntime's TensorRT provider >
     its CUDA provider > onnxruntime on CPU; ``device='cpu'`` forces the CPU. 'auto' never
-    picks openvino (asked for by name: the fastest fp32 path on x86 CPUs measured here). An
+    picks openvino (asked for by name: its bf16 is the fast path on CPUs with native bf16). An
     ``ort_provider`` other than 'auto' asks for onnxruntime with that provider.
     """
     if backend not in BACKENDS:
