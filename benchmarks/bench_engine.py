@@ -101,7 +101,7 @@ def main(argv=None):
     for _ in range(2):  # warm-up: arena allocation, first-run kernels
         bare.run(None, feed), est(frame), rtm(frame), own and own(frame)
 
-    extra = openvino_runners(args.onnx, args.threads)
+    extra, rtmlib_ov_precision = openvino_runners(args.onnx, args.threads)
     for fn in extra.values():
         fn(frame), fn(frame)  # warm-up
     times = {'bare': [], 'ours': [], 'ours (own export)': [], 'rtmlib': [],
@@ -136,23 +136,23 @@ def main(argv=None):
         print(f'  ours (openvino fp32) / ours   {med[OV_FP32] / med["ours"]:8.3f}')
     if OV_BF16 in med and RTMLIB_OV in med:
         print(f'  ours (openvino bf16) / rtmlib (openvino) {med[OV_BF16] / med[RTMLIB_OV]:8.3f}'
-              f'   (rtmlib runs {RTMLIB_OV_PRECISION[0]} here: OpenVINO\'s default)')
+              f'   (rtmlib runs {rtmlib_ov_precision} here: OpenVINO\'s default)')
     est.close()
 
 
 OV_FP32, OV_BF16, RTMLIB_OV = 'ours (openvino fp32)', 'ours (openvino bf16)', 'rtmlib (openvino)'
-RTMLIB_OV_PRECISION = ['?']
 
 
 def openvino_runners(onnx_path, threads):
-    """{row name: callable(frame)} of the OpenVINO rows, {} without openvino: ours at fp32
-    and (on a CPU with native bf16) bf16 with ``threads`` threads, and rtmlib's own OpenVINO
-    backend (its config: latency hint, OpenVINO's default precision and thread count)."""
+    """({row name: callable(frame)}, the precision rtmlib's OpenVINO runs) of the OpenVINO rows,
+    ({}, None) without openvino: ours at fp32 and (on a CPU with native bf16) bf16 with
+    ``threads`` threads, and rtmlib's own OpenVINO backend (its config: latency hint, OpenVINO's
+    default precision and thread count)."""
     try:
         import openvino
     except ImportError:
         print('openvino is not installed: no OpenVINO rows')
-        return {}
+        return {}, None
     from rtmo_ros.engine.backends.openvino_backend import cpu_has_bf16
     runners = {OV_FP32: PoseEstimator(onnx_path, backend='openvino', precision='fp32',
                                       num_threads=threads)}
@@ -161,14 +161,12 @@ def openvino_runners(onnx_path, threads):
                                          num_threads=threads)
     try:
         from rtmlib import RTMO
-        model = RTMO(str(onnx_path), model_input_size=(640, 640), backend='openvino',
-                     device='cpu')
-        RTMLIB_OV_PRECISION[0] = str(model.compiled_model.get_property(
-            'INFERENCE_PRECISION_HINT'))
-        runners[RTMLIB_OV] = model
     except ImportError:
-        pass
-    return runners
+        return runners, None
+    runners[RTMLIB_OV] = RTMO(str(onnx_path), model_input_size=(640, 640), backend='openvino',
+                              device='cpu')
+    return runners, str(runners[RTMLIB_OV].compiled_model.get_property(
+        'INFERENCE_PRECISION_HINT'))
 
 
 if __name__ == '__main__':

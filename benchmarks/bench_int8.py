@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from rtmo_ros.engine import PoseEstimator, quantize, zoo
+from rtmo_ros.engine.postprocess import box_iou
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_ONNX = REPO.parent / 'shared' / 'parity' / 'rtmo-s_coco_seed1_mmdeploy.onnx'
@@ -53,14 +54,6 @@ def speed(onnx_path, threads, iters, cache):
           f'fp32/int8 = {med["fp32"] / med["int8"]:.2f}x')
 
 
-def iou(a, b):
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=-1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None] - inter + 1e-9)
-
-
 def keypoint_drift(fp32, int8, frames):
     """Per-joint pixel distances between matched persons of two estimators, and the count of
     frames where the person counts differ."""
@@ -72,7 +65,7 @@ def keypoint_drift(fp32, int8, frames):
         differ += len(a) != len(b)
         if not len(a) or not len(b):
             continue
-        overlap = iou(a.boxes, b.boxes)
+        overlap = box_iou(a.boxes, b.boxes)
         for i, j in zip(*linear_sum_assignment(-overlap)):
             if overlap[i, j] > 0.5:
                 dists.extend(np.linalg.norm(a.keypoints[i] - b.keypoints[j], axis=-1))

@@ -25,6 +25,7 @@ for camera drivers: a 16 MB shared-memory segment, since Fast DDS's built-in 512
 Run it from a shell where ``env.sh`` and ``scripts/loopback_dds.sh`` are sourced.
 """
 import argparse
+import contextlib
 import os
 import pathlib
 import signal
@@ -64,6 +65,50 @@ def engine_window(msg):
     return (int(values['processed_in_window']), sum(means[2:5]), *means)
 
 
+def reliable():
+    """The QoS of every benchmark topic: reliable, depth 10."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+@contextlib.contextmanager
+def image_client(name, image_topic, reply_type, reply_topic, stamp_of):
+    """(node, image publisher, {stamp nanosec: perf_counter of the reply}, its Condition) of a
+    client node spinning in a thread, once the publisher has a subscriber (at most 60 s)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+
+    rclpy.init()
+    node = rclpy.create_node(name)
+    arrived, news = {}, threading.Condition()
+
+    def on_reply(msg):
+        with news:
+            arrived.setdefault(stamp_of(msg).nanosec, time.perf_counter())
+            news.notify()
+
+    node.create_subscription(reply_type, reply_topic, on_reply, reliable())
+    pub = node.create_publisher(Image, image_topic, reliable())
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield node, pub, arrived, news
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=10)
+
+
 def measure(args, images, engine):
     """Return (node seconds, engine seconds) per image, interleaved frame by frame.
 
@@ -71,10 +116,6 @@ def measure(args, images, engine):
     node is idle. Interleaving puts both under the same machine load.
     """
     from diagnostic_msgs.msg import DiagnosticArray
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
     from rtmo_msgs.msg import PersonArray
@@ -84,52 +125,33 @@ def measure(args, images, engine):
            '-p', f'backend:={args.backend}', '-p', 'autostart:=true',
            '-p', f'num_threads:={args.threads}', '-p', 'qos_reliability:=reliable']
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rclpy.init()
-    node = rclpy.create_node('bench_node_client')
-    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    arrived, news = {}, threading.Condition()
-
-    def on_poses(msg):
-        with news:
-            arrived.setdefault(msg.header.stamp.nanosec, time.perf_counter())
-            news.notify()
-
-    node.create_subscription(PersonArray, 'poses', on_poses, qos)
-    windows = []  # (frames, mean engine ms inside the node) per diagnostics window
-    node.create_subscription(DiagnosticArray, '/diagnostics',
-                             lambda m: windows.append(engine_window(m)), qos)
-    pub = node.create_publisher(Image, 'image', qos)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
     try:
-        deadline = time.monotonic() + 60
-        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        messages = [bgr_to_image(img, Header(frame_id='bench')) for img in images]
-        node_s, engine_s, stages = [], [], []
-        for i, msg in enumerate(messages[:args.warmup] + messages):
-            msg.header.stamp.nanosec = i + 1
-            sent = time.perf_counter()
-            pub.publish(msg)
-            with news:  # a blocking wait: polling here would take CPU from the node
-                news.wait_for(lambda n=i + 1: n in arrived)
-            node_s.append(arrived[i + 1] - sent)
-            time.sleep(0.1)  # let the node finish (markers) and its ORT threads stop spinning
-            t0 = time.perf_counter()
-            engine(images[(i - args.warmup) % len(images)])
-            engine_s.append(time.perf_counter() - t0)
-            stages.append(engine.timings)
-            time.sleep(0.1)  # the same pause for this process's ORT threads before the node
-        time.sleep(1.5)  # the last diagnostics window
-        return (np.array(node_s[args.warmup:]), np.array(engine_s[args.warmup:]),
-                np.array([w for w in windows if w[0] > 0]), stages[args.warmup:])
+        with image_client('bench_node_client', 'image', PersonArray, 'poses',
+                          lambda m: m.header.stamp) as (node, pub, arrived, news):
+            windows = []  # (frames, mean engine ms inside the node) per diagnostics window
+            node.create_subscription(DiagnosticArray, '/diagnostics',
+                                     lambda m: windows.append(engine_window(m)),
+                                     reliable())
+            messages = [bgr_to_image(img, Header(frame_id='bench')) for img in images]
+            node_s, engine_s, stages = [], [], []
+            for i, msg in enumerate(messages[:args.warmup] + messages):
+                msg.header.stamp.nanosec = i + 1
+                sent = time.perf_counter()
+                pub.publish(msg)
+                with news:  # a blocking wait: polling here would take CPU from the node
+                    news.wait_for(lambda n=i + 1: n in arrived)
+                node_s.append(arrived[i + 1] - sent)
+                time.sleep(0.1)  # let the node finish (markers) and its ORT threads stop spinning
+                t0 = time.perf_counter()
+                engine(images[(i - args.warmup) % len(images)])
+                engine_s.append(time.perf_counter() - t0)
+                stages.append(engine.timings)
+                time.sleep(0.1)  # the same pause for this process's ORT threads before the node
+            time.sleep(1.5)  # the last diagnostics window
+            return (np.array(node_s[args.warmup:]), np.array(engine_s[args.warmup:]),
+                    np.array([w for w in windows if w[0] > 0]), stages[args.warmup:])
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
+        stop(proc)
 
 
 def echo_node():
@@ -137,15 +159,14 @@ def echo_node():
     ``echo_out`` (the transport floor: what any ROS 2 node pays to get the image and reply)."""
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
-    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     rclpy.init()
     node = rclpy.create_node('bench_node_echo')
-    pub = node.create_publisher(Header, 'echo_out', qos)
-    node.create_subscription(Image, 'echo_in', lambda m: pub.publish(m.header), qos)
+    pub = node.create_publisher(Header, 'echo_out', reliable())
+    node.create_subscription(Image, 'echo_in', lambda m: pub.publish(m.header),
+                             reliable())
     executor = MultiThreadedExecutor(num_threads=3)  # as the pose node
     executor.add_node(node)
     try:
@@ -156,52 +177,28 @@ def echo_node():
 
 def transport_ms(images, repeats=25):
     """Median ms of publish image -> echo node -> header received, with the frames above."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
     from rtmo_ros.image_conversion import bgr_to_image
 
     proc = subprocess.Popen([sys.executable, __file__, '--echo'], cwd=REPO)
-    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    rclpy.init()
-    node = rclpy.create_node('bench_node_transport')
-    arrived, news = {}, threading.Condition()
-
-    def on_header(msg):
-        with news:
-            arrived[msg.stamp.nanosec] = time.perf_counter()
-            news.notify()
-
-    node.create_subscription(Header, 'echo_out', on_header, qos)
-    pub = node.create_publisher(Image, 'echo_in', qos)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
     try:
-        deadline = time.monotonic() + 60
-        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
-        rtt = []
-        for i in range(repeats + 3):
-            msg = bgr_to_image(images[i % len(images)], Header(frame_id='bench'))
-            msg.header.stamp.nanosec = i + 1
-            sent = time.perf_counter()
-            pub.publish(msg)
-            with news:
-                news.wait_for(lambda n=i + 1: n in arrived, 10.0)
-            rtt.append(arrived[i + 1] - sent)
-            time.sleep(0.05)
-        return 1e3 * float(np.median(rtt[3:]))
+        with image_client('bench_node_transport', 'echo_in', Header, 'echo_out',
+                          lambda m: m.stamp) as (_, pub, arrived, news):
+            time.sleep(0.5)
+            rtt = []
+            for i in range(repeats + 3):
+                msg = bgr_to_image(images[i % len(images)], Header(frame_id='bench'))
+                msg.header.stamp.nanosec = i + 1
+                sent = time.perf_counter()
+                pub.publish(msg)
+                with news:
+                    news.wait_for(lambda n=i + 1: n in arrived, 10.0)
+                rtt.append(arrived[i + 1] - sent)
+                time.sleep(0.05)
+            return 1e3 * float(np.median(rtt[3:]))
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
+        stop(proc)
 
 
 def perception_ms(repeats=300, people=10, size=(640, 480)):
