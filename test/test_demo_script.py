@@ -1,19 +1,16 @@
 """`make demo`'s script, shortened: bundled model by default, node over DDS, report and picture."""
-import importlib.util
 import json
 import pathlib
 
 import cv2
 import pytest
+from repo_script import load_script
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_demo():
-    spec = importlib.util.spec_from_file_location('demo_script', REPO / 'scripts' / 'demo.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('scripts/demo.py')
 
 
 def test_demo_runs_the_bundled_model_through_the_node(tmp_path, capsys):

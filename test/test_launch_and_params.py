@@ -10,6 +10,7 @@ import pathlib
 import py_compile
 
 import pytest
+from repo_script import load_script
 import yaml
 
 from rtmo_ros import node_params
@@ -43,10 +44,7 @@ def test_launch_file_compiles_and_declares_the_documented_arguments(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec('launch_ros') is None,
                     reason='launch_ros is not installed')
 def test_launch_description_builds():  # pragma: no cover - needs a ROS distro
-    spec = importlib.util.spec_from_file_location('pose_launch', LAUNCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    description = module.generate_launch_description()
+    description = load_script('launch/pose.launch.py').generate_launch_description()
     names = {a.name for a in description.entities if hasattr(a, 'default_value')}
     assert names == DOCUMENTED_ARGS
 

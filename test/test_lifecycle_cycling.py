@@ -6,31 +6,21 @@ publishes synthetic frames at 30 Hz throughout. The rig is ``benchmarks/bench_li
 (the benchmark runs it for 200 cycles and prints the figures). RTMO_CYCLES sets the number of
 cycles (default 15, about 5 s here).
 """
-import importlib.util
 import os
-import pathlib
 import warnings
 
 import pytest
+from repo_script import load_script
 
 pytest.importorskip('rclpy')
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 CYCLES = int(os.environ.get('RTMO_CYCLES', '15'))
 WARMUP = 3  # the first configure loads ONNX Runtime's kernels, the executor starts its threads
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location(
-        'bench_lifecycle', REPO / 'benchmarks' / 'bench_lifecycle.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cycling_under_load_keeps_working_and_leaks_nothing():
-    bench = load_bench()
+    bench = load_script('benchmarks/bench_lifecycle.py')
     assert CYCLES > WARMUP, f'RTMO_CYCLES={CYCLES}: more than {WARMUP} cycles are needed'
     rig = bench.CyclingRig(f'/lifecycle_cycling_{os.getpid()}', rate=30.0)
     samples = []
