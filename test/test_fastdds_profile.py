@@ -74,7 +74,7 @@ def test_a_vga_image_published_with_the_profile_arrives_whole(tmp_path):
                              QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    log = open(tmp_path / 'publisher.log', 'w+')
+    log = open(tmp_path / 'publisher.log', 'w')
     proc = subprocess.Popen([sys.executable, '-c', PUBLISHER, topic, '7'], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -86,6 +86,7 @@ def test_a_vga_image_published_with_the_profile_arrives_whole(tmp_path):
             proc.kill()
         node.destroy_node()
         rclpy.shutdown(context=context)
+        log.close()
     text = (tmp_path / 'publisher.log').read_text()
     assert proc.returncode == 0, text
     # Fast DDS reports a profile it cannot parse ("XMLPARSER" errors) and goes on without it
