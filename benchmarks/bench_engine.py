@@ -15,6 +15,11 @@ With openvino installed, three more rows: ours on the openvino backend at fp32 a
 with native bf16) bf16, with the same thread count, and rtmlib's own OpenVINO backend with its
 own settings (OpenVINO's default precision, bf16 on such a CPU).
 
+The seeded weights find 50 "people" (the most a graph returns) in the frame, which is when
+mmdeploy's graph, whose DCC runs on the found rows only, does the most work. Two more rows
+measure our export and rtmlib on a few people: both graphs with the class bias lowered by
+``FEW_PEOPLE_SHIFT`` (7 detections), so again the same weights in both.
+
 Targets: pipeline / bare run <= 1.05, pipeline / rtmlib <= 0.95 (our export against
 rtmlib on the official graph of the same weights; ours on OpenVINO at fp32 against rtmlib on
 its default backend).
@@ -34,15 +39,39 @@ from rtmo_ros.engine.preprocess import letterbox_image
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_ONNX = REPO.parent / 'shared' / 'parity' / 'rtmo-s_coco_seed1_mmdeploy.onnx'
 DEFAULT_CHECKPOINT = DEFAULT_ONNX.with_name('rtmo-s_coco_seed1.pth')
+FEW_PEOPLE_SHIFT = -0.5  # added to the class-logit bias: 7 detections in the frame, not 50
+CLS_BIAS = 'head.head_module.out_cls.'  # + '{level}.bias', in checkpoints and mmdeploy graphs
 
 
-def own_export(checkpoint, folder):
-    """Our exporter's graph (fixed batch 1, as the node runs one camera) of ``checkpoint``."""
+def own_export(checkpoint, folder, cls_shift=0.0):
+    """Our exporter's graph (fixed batch 1, as the node runs one camera) of ``checkpoint``,
+    with ``cls_shift`` added to the class-logit biases."""
+    import torch
+
     from rtmo_train import load_model
     from rtmo_train.export import export_onnx
 
-    path = pathlib.Path(folder) / 'own_export.onnx'
-    export_onnx(load_model(checkpoint), path)
+    model = load_model(checkpoint)
+    with torch.no_grad():
+        for conv in model.head.head_module.out_cls:
+            conv.bias += cls_shift
+    path = pathlib.Path(folder) / f'own_export{cls_shift:+g}.onnx'
+    export_onnx(model, path)
+    return path
+
+
+def shifted_graph(onnx_path, folder, cls_shift):
+    """A copy of an mmdeploy graph with ``cls_shift`` added to its class-logit biases."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    for init in model.graph.initializer:
+        if init.name.startswith(CLS_BIAS) and init.name.endswith('.bias'):
+            shifted = numpy_helper.to_array(init) + np.float32(cls_shift)
+            init.CopyFrom(numpy_helper.from_array(shifted, init.name))
+    path = pathlib.Path(folder) / f'mmdeploy{cls_shift:+g}.onnx'
+    onnx.save(model, str(path))
     return path
 
 
@@ -94,16 +123,24 @@ def main(argv=None):
     feed = {'input': letterbox_image(frame, (640, 640))[0][None]}
     est = PoseEstimator(args.onnx, backend='onnxruntime', num_threads=args.threads)
     rtm = rtmlib_model(args.onnx, args.threads)
-    own = None
+    own, few = None, {}
     if args.checkpoint.exists():
-        own = PoseEstimator(own_export(args.checkpoint, tempfile.mkdtemp()),
+        folder = tempfile.mkdtemp()
+        own = PoseEstimator(own_export(args.checkpoint, folder),
                             backend='onnxruntime', num_threads=args.threads)
+        few = {FEW_OWN: PoseEstimator(own_export(args.checkpoint, folder, FEW_PEOPLE_SHIFT),
+                                      backend='onnxruntime', num_threads=args.threads),
+               FEW_RTMLIB: rtmlib_model(shifted_graph(args.onnx, folder, FEW_PEOPLE_SHIFT),
+                                        args.threads)}
     for _ in range(2):  # warm-up: arena allocation, first-run kernels
         bare.run(None, feed), est(frame), rtm(frame), own and own(frame)
+        for fn in few.values():
+            fn(frame)
 
     extra, rtmlib_ov_precision = openvino_runners(args.onnx, args.threads)
     for fn in extra.values():
         fn(frame), fn(frame)  # warm-up
+    extra = {**few, **extra}
     times = {'bare': [], 'ours': [], 'ours (own export)': [], 'rtmlib': [],
              **{name: [] for name in extra}}
     stages = []
@@ -130,6 +167,11 @@ def main(argv=None):
         print(f'  own export / rtmlib  {med["ours (own export)"] / med["rtmlib"]:8.3f}   '
               '(same weights; target <= 0.95)')
         own.close()
+    if FEW_OWN in med:
+        people = len(few[FEW_OWN](frame).scores)
+        print(f'  own export / rtmlib, few people ({people} found)  '
+              f'{med[FEW_OWN] / med[FEW_RTMLIB]:8.3f}   (same weights; target <= 0.95)')
+        few[FEW_OWN].close()
     if OV_FP32 in med:
         print(f'  ours (openvino fp32) / rtmlib {med[OV_FP32] / med["rtmlib"]:8.3f}   (same '
               'graph; rtmlib on its default backend, onnxruntime; target <= 0.95)')
@@ -141,6 +183,7 @@ def main(argv=None):
 
 
 OV_FP32, OV_BF16, RTMLIB_OV = 'ours (openvino fp32)', 'ours (openvino bf16)', 'rtmlib (openvino)'
+FEW_OWN, FEW_RTMLIB = 'own export, few people', 'rtmlib, few people'
 
 
 def openvino_runners(onnx_path, threads):

@@ -3,7 +3,9 @@
     python scripts/rebatch_bundled_model.py [--source ONNX] [--output ONNX] [--no-json]
                                             [--frames 32] [--skip-ap]
 
-Run with no arguments it replaced the bundled batch-1 graph (sha256 e817b8a3...) and updated
+It matches the graph of the exporter it was written for (before the factored DCC and the fused
+stem and FPN inputs; commit 02a2bad): to rerun it, check out that commit. Run with no arguments
+it replaced the bundled batch-1 graph (sha256 e817b8a3...) and updated
 its json. To redo that from the batch-1 graph of the git history:
 ``git show REV:rtmo_ros/models/rtmo_tiny_synthetic.onnx > /tmp/b1.onnx`` and
 ``--source /tmp/b1.onnx --output rtmo_ros/models/rtmo_tiny_synthetic.onnx`` (the config is read

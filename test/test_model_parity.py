@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rtmo_train import load_model
+from rtmo_train.model.dcc import box_center_scale
 
 # ../shared/parity/README.md tolerances
 FEATURE_RTOL = 1e-3   # max abs difference relative to the tensor's scale
@@ -124,6 +125,54 @@ def test_deploy_fusion_keeps_predictions(model, io):
     idx = match_by_box(ours['boxes'], ref['boxes'])
     assert np.abs(ours['keypoints'] - ref['keypoints'][idx]).max() < 0.01
     assert np.abs(ours['scores'] - ref['scores'][idx]).max() < 1e-4
+
+
+def test_fused_focus_is_the_space_to_depth_then_conv(model, io):
+    """deploy() turns the stem's space-to-depth + 3x3 conv into one 6x6 stride-2 conv."""
+    fused = copy.deepcopy(model.backbone.stem)
+    fused.fuse()
+    fused.fuse()  # idempotent, as deploy() needs
+    assert fused.conv.conv.weight.shape[1:] == (3, 6, 6) and not fused.space_to_depth
+    x = torch.from_numpy(io['input'])
+    with torch.no_grad():
+        ref, ours = model.backbone.stem(x), fused(x)
+    assert ours.shape == ref.shape
+    assert (ours - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_fused_fpn_inputs_equal_the_concatenated_convs(model, features, io):
+    """deploy() runs each FPN block's input convs without the concatenation: the lateral half
+    before the upsampling, input_proj of C3/C4 folded in (it no longer runs)."""
+    fused = copy.deepcopy(model).deploy()
+    ran = []
+    for i in range(3):
+        fused.neck.input_proj[i].register_forward_hook(lambda *_, i=i: ran.append(i))
+    with torch.no_grad():
+        ours = fused.neck(fused.backbone(torch.from_numpy(io['input'])))
+    assert ran == [2]  # only C5's projection, for the transformer
+    for level, (x, ref) in enumerate(zip(ours, features[1])):
+        assert x.shape == ref.shape
+        assert (x - ref).abs().max() <= 1e-5 * ref.abs().max(), level
+
+
+@pytest.mark.parametrize('fine_split', [True, False], ids=['192-256-bins', 'odd-bins'])
+def test_factored_bin_logits_equal_mmpose_form(model, features, fine_split):
+    """The DCC's inference form (fc folded into the tokens, angle-sum sines) equals mmpose's
+    bin logits and keypoints up to float rounding, also where bins do not split by 16."""
+    dcc = model.head.dcc
+    flat = model.head.flatten(features[2])
+    pose_vecs, boxes, priors = flat.pose_vecs[0, :40], flat.boxes[0, :40], flat.priors[:40]
+    center, scale = box_center_scale(boxes)
+    tokens = dcc.keypoint_tokens(pose_vecs)
+    bins = dcc.x_bins if fine_split else torch.linspace(-0.5, 0.5, 99)
+    args = (tokens, bins, scale[..., :1], (center - priors)[..., :1], dcc.x_fc)
+    with torch.no_grad():
+        ref, ours = dcc.bin_logits(*args), dcc.factored_bin_logits(*args)
+        kpts = dcc.forward(pose_vecs, boxes, priors).keypoints()
+        fast = dcc.predict(pose_vecs, boxes, priors)
+    assert ours.shape == ref.shape == (40, 17, bins.shape[0])
+    assert (ours - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert (fast - kpts).abs().max() <= 1e-3  # pixels
 
 
 def test_predict_requires_eval_mode(parity_dir, io):

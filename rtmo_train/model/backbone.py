@@ -10,20 +10,43 @@ from .layers import ConvBNAct
 
 
 class Focus(nn.Module):
-    """Space-to-depth (12 channels) then a 3x3 conv; halves H and W."""
+    """Space-to-depth (12 channels) then a 3x3 conv; halves H and W.
+
+    ``fuse()`` folds the space-to-depth into the conv: a 6x6 conv of stride 2 and padding 2
+    on the image reads exactly the pixels the 3x3 conv reads through the four phases (YOLOv5
+    made the same change); it saves the 12-channel copy of the image, ~1 % of a CPU run.
+    """
+
+    # the phase (row, column) of each group of 3 channels after space-to-depth
+    PHASES = ((0, 0), (1, 0), (0, 1), (1, 1))
 
     def __init__(self, out_channels):
         super().__init__()
         self.conv = ConvBNAct(12, out_channels, 3)
+        self.space_to_depth = True
 
     def forward(self, x):
         """(B, 3, H, W) -> (B, C, H/2, W/2)."""
-        # order TL, BL, TR, BR as in mmpose/YOLOX (rows vary before columns)
-        x = torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2],
-                       x[..., ::2, 1::2], x[..., 1::2, 1::2]), dim=1)
+        if self.space_to_depth:
+            # order TL, BL, TR, BR as in mmpose/YOLOX (rows vary before columns)
+            x = torch.cat([x[..., r::2, c::2] for r, c in self.PHASES], dim=1)
         return self.conv(x)
 
-
+    @torch.no_grad()
+    def fuse(self):
+        """Fold BatchNorm, then the space-to-depth, into one 6x6 stride-2 conv (inference)."""
+        if not self.space_to_depth:
+            return
+        self.conv.fuse()
+        conv3 = self.conv.conv
+        conv6 = nn.Conv2d(3, conv3.out_channels, 6, stride=2, padding=2)
+        conv6.weight.zero_()
+        for group, (r, c) in enumerate(self.PHASES):
+            # tap (dy, dx) of phase (r, c) reads image pixel (2 (y + dy) + r, 2 (x + dx) + c)
+            conv6.weight[:, :, r::2, c::2] = conv3.weight[:, 3 * group:3 * group + 3]
+        conv6.bias.copy_(conv3.bias)
+        self.conv.conv = conv6.to(conv3.weight)
+        self.space_to_depth = False
 class DarknetBottleneck(nn.Module):
     """1x1 conv -> 3x3 conv, with an optional residual (expansion 1.0)."""
 

@@ -107,7 +107,47 @@ class CSPRepLayer(nn.Module):
 
     def forward(self, x):
         """(B, C_in, H, W) -> (B, C_out, H, W)."""
-        return self.conv3(self.bottlenecks(self.conv1(x)) + self.conv2(x))
+        return self.merge(self.conv1(x), self.conv2(x))
+
+    def merge(self, x1, x2):
+        """The layer after its two input convs: conv3(RepVGG blocks(x1) + x2)."""
+        return self.conv3(self.bottlenecks(x1) + x2)
+
+
+class FusedFPNInput(nn.Module):
+    """conv1 and conv2 of an FPN CSPRepLayer on cat(upsample(lateral), input_proj(x)), without
+    the concatenation (inference only; made by ``HybridEncoder.fuse``).
+
+    Both convs are 1x1, so each splits into a lateral half and an input half. The lateral half
+    commutes with the nearest 2x upsampling, so it runs before it, on a quarter of the pixels;
+    the input half absorbs ``input_proj`` (1x1 conv + BN, no activation: linear). conv1 and
+    conv2 run as one conv per half. Equal to the layer's convs up to float rounding; ~7 % of
+    a CPU run of RTMO-s saved (README, "Benchmark").
+    """
+
+    def __init__(self, block, proj):
+        super().__init__()
+        block.conv1.fuse(), block.conv2.fuse(), proj.fuse()  # BatchNorm folded first
+        weight = torch.cat((block.conv1.conv.weight, block.conv2.conv.weight)).double()
+        bias = torch.cat((block.conv1.conv.bias, block.conv2.conv.bias)).double()
+        lateral_channels = proj.conv.out_channels
+        w_top, w_side = weight[:, :lateral_channels], weight[:, lateral_channels:, 0, 0]
+        w_proj, b_proj = proj.conv.weight.double()[:, :, 0, 0], proj.conv.bias.double()
+        self.top = nn.Conv2d(lateral_channels, weight.shape[0], 1, bias=False)
+        self.side = nn.Conv2d(w_proj.shape[1], weight.shape[0], 1)
+        dtype = proj.conv.weight.dtype
+        self.top.weight.copy_(w_top.to(dtype))
+        self.side.weight.copy_((w_side @ w_proj)[:, :, None, None].to(dtype))
+        self.side.bias.copy_((w_side @ b_proj + bias).to(dtype))
+        self.to(proj.conv.weight.device)
+        self.act = block.conv1.act
+        self.hidden = block.conv1.conv.out_channels
+
+    def forward(self, lateral, x):
+        """Lateral (B, C, H/2, W/2) and backbone (B, C_in, H, W) maps -> the (B, hidden, H, W)
+        outputs of conv1 and conv2."""
+        out = self.act(F.interpolate(self.top(lateral), scale_factor=2.0) + self.side(x))
+        return out.split(self.hidden, dim=1)
 
 
 class ChannelMapper(nn.Module):
@@ -144,6 +184,7 @@ class HybridEncoder(nn.Module):
             ConvBNAct(dim, dim, 3, stride=2, bn=TORCH_BN) for _ in range(2))
         self.pan_blocks = nn.ModuleList(rep_layer() for _ in range(2))
         self.projector = ChannelMapper(dim, cfg.head_channels)
+        self.fpn_inputs = None  # fuse(): a FusedFPNInput per FPN block
 
     def encode_p5(self, p5):
         """Run the transformer on the (B, neck_channels, h, w) stride-32 map; same shape out."""
@@ -153,15 +194,32 @@ class HybridEncoder(nn.Module):
         return tokens.permute(0, 2, 1).reshape(b, c, h, w)
 
     def forward(self, feats):
-        """[P3, P4, P5] backbone maps -> [N4, N5]: (B, C_head, H/16, W/16), (.., H/32, W/32)."""
-        p3, p4, p5 = (proj(x) for proj, x in zip(self.input_proj, feats))
-        p5 = self.encode_p5(p5)
+        """[C3, C4, C5] backbone maps -> [N4, N5]: (B, C_head, H/16, W/16), (.., H/32, W/32)."""
+        c3, c4, c5 = feats
+        p5 = self.encode_p5(self.input_proj[2](c5))
         # top-down: lateral outputs L5, L4 are reused by the bottom-up path
         l5 = self.lateral_convs[0](p5)
-        f4 = self.fpn_blocks[0](torch.cat((F.interpolate(l5, scale_factor=2.0), p4), 1))
+        f4 = self.fpn(0, l5, c4)
         l4 = self.lateral_convs[1](f4)
-        f3 = self.fpn_blocks[1](torch.cat((F.interpolate(l4, scale_factor=2.0), p3), 1))
+        f3 = self.fpn(1, l4, c3)
         # bottom-up; mmpose keeps only the stride-16 and stride-32 outputs (output_indices)
         n4 = self.pan_blocks[0](torch.cat((self.downsample_convs[0](f3), l4), 1))
         n5 = self.pan_blocks[1](torch.cat((self.downsample_convs[1](n4), l5), 1))
         return self.projector([n4, n5])
+
+    def fpn(self, i, lateral, feat):
+        """FPN block ``i`` on [2x upsampled ``lateral``, input_proj of backbone map ``feat``]."""
+        block = self.fpn_blocks[i]
+        if self.fpn_inputs is not None:
+            return block.merge(*self.fpn_inputs[i](lateral, feat))
+        proj = self.input_proj[1 - i]  # block 0 takes C4, block 1 takes C3
+        return block(torch.cat((F.interpolate(lateral, scale_factor=2.0), proj(feat)), 1))
+
+    @torch.no_grad()
+    def fuse(self):
+        """Inference only: each FPN block's conv1/conv2 as a ``FusedFPNInput``; the
+        input_proj of C3 and C4 is folded into it and no longer runs."""
+        if self.fpn_inputs is None:
+            self.fpn_inputs = nn.ModuleList(
+                FusedFPNInput(block, self.input_proj[1 - i])
+                for i, block in enumerate(self.fpn_blocks))

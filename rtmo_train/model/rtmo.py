@@ -104,7 +104,8 @@ class RTMO(nn.Module):
 
     @torch.no_grad()
     def deploy(self):
-        """Fuse for inference/export, in place: BN into convs, RepVGG branches, DCC BN1d.
+        """Fuse for inference/export, in place: BN into convs, RepVGG branches, DCC BN1d, the
+        stem's space-to-depth into its conv.
 
         Rewrites parameters only; outputs stay equal up to float rounding. The fused model
         no longer has mmpose's state-dict layout and cannot be trained. Returns ``self``.
