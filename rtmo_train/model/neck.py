@@ -114,40 +114,37 @@ class CSPRepLayer(nn.Module):
         return self.conv3(self.bottlenecks(x1) + x2)
 
 
-class FusedFPNInput(nn.Module):
-    """conv1 and conv2 of an FPN CSPRepLayer on cat(upsample(lateral), input_proj(x)), without
+class FusedFPNConv(nn.Module):
+    """conv1 or conv2 of an FPN CSPRepLayer on cat(upsample(lateral), input_proj(x)), without
     the concatenation (inference only; made by ``HybridEncoder.fuse``).
 
-    Both convs are 1x1, so each splits into a lateral half and an input half. The lateral half
+    The conv is 1x1, so it splits into a lateral half and an input half. The lateral half
     commutes with the nearest 2x upsampling, so it runs before it, on a quarter of the pixels;
-    the input half absorbs ``input_proj`` (1x1 conv + BN, no activation: linear). conv1 and
-    conv2 run as one conv per half. Equal to the layer's convs up to float rounding; ~7 % of
-    a CPU run of RTMO-s saved (README, "Benchmark").
+    the input half absorbs ``input_proj`` (1x1 conv + BN, no activation: linear). Equal to the
+    conv up to float rounding; ~7 % of a CPU run of RTMO-s saved (README, "Benchmark"). conv1
+    and conv2 stay separate: one conv with both outputs then a split measured slower in ONNX
+    Runtime (the split leaves its blocked layout).
     """
 
-    def __init__(self, block, proj):
+    def __init__(self, conv, proj):
         super().__init__()
-        block.conv1.fuse(), block.conv2.fuse(), proj.fuse()  # BatchNorm folded first
-        weight = torch.cat((block.conv1.conv.weight, block.conv2.conv.weight)).double()
-        bias = torch.cat((block.conv1.conv.bias, block.conv2.conv.bias)).double()
+        conv.fuse(), proj.fuse()  # BatchNorm folded first
+        weight, bias = conv.conv.weight.double(), conv.conv.bias.double()
         lateral_channels = proj.conv.out_channels
-        w_top, w_side = weight[:, :lateral_channels], weight[:, lateral_channels:, 0, 0]
+        w_side = weight[:, lateral_channels:, 0, 0]
         w_proj, b_proj = proj.conv.weight.double()[:, :, 0, 0], proj.conv.bias.double()
         self.top = nn.Conv2d(lateral_channels, weight.shape[0], 1, bias=False)
         self.side = nn.Conv2d(w_proj.shape[1], weight.shape[0], 1)
-        dtype = proj.conv.weight.dtype
-        self.top.weight.copy_(w_top.to(dtype))
+        dtype = conv.conv.weight.dtype
+        self.top.weight.copy_(weight[:, :lateral_channels].to(dtype))
         self.side.weight.copy_((w_side @ w_proj)[:, :, None, None].to(dtype))
         self.side.bias.copy_((w_side @ b_proj + bias).to(dtype))
-        self.to(proj.conv.weight.device)
-        self.act = block.conv1.act
-        self.hidden = block.conv1.conv.out_channels
+        self.to(conv.conv.weight.device)
+        self.act = conv.act
 
     def forward(self, lateral, x):
-        """Lateral (B, C, H/2, W/2) and backbone (B, C_in, H, W) maps -> the (B, hidden, H, W)
-        outputs of conv1 and conv2."""
-        out = self.act(F.interpolate(self.top(lateral), scale_factor=2.0) + self.side(x))
-        return out.split(self.hidden, dim=1)
+        """Lateral (B, C, H/2, W/2) and backbone (B, C_in, H, W) maps -> (B, C_out, H, W)."""
+        return self.act(F.interpolate(self.top(lateral), scale_factor=2.0) + self.side(x))
 
 
 class ChannelMapper(nn.Module):
@@ -184,7 +181,7 @@ class HybridEncoder(nn.Module):
             ConvBNAct(dim, dim, 3, stride=2, bn=TORCH_BN) for _ in range(2))
         self.pan_blocks = nn.ModuleList(rep_layer() for _ in range(2))
         self.projector = ChannelMapper(dim, cfg.head_channels)
-        self.fpn_inputs = None  # fuse(): a FusedFPNInput per FPN block
+        self.fpn_inputs = None  # fuse(): FusedFPNConv pairs, one per FPN block
 
     def encode_p5(self, p5):
         """Run the transformer on the (B, neck_channels, h, w) stride-32 map; same shape out."""
@@ -211,15 +208,16 @@ class HybridEncoder(nn.Module):
         """FPN block ``i`` on [2x upsampled ``lateral``, input_proj of backbone map ``feat``]."""
         block = self.fpn_blocks[i]
         if self.fpn_inputs is not None:
-            return block.merge(*self.fpn_inputs[i](lateral, feat))
+            return block.merge(*(conv(lateral, feat) for conv in self.fpn_inputs[i]))
         proj = self.input_proj[1 - i]  # block 0 takes C4, block 1 takes C3
         return block(torch.cat((F.interpolate(lateral, scale_factor=2.0), proj(feat)), 1))
 
     @torch.no_grad()
     def fuse(self):
-        """Inference only: each FPN block's conv1/conv2 as a ``FusedFPNInput``; the
-        input_proj of C3 and C4 is folded into it and no longer runs."""
+        """Inference only: each FPN block's conv1 and conv2 as a ``FusedFPNConv``; the
+        input_proj of C3 and C4 is folded into them and no longer runs."""
         if self.fpn_inputs is None:
             self.fpn_inputs = nn.ModuleList(
-                FusedFPNInput(block, self.input_proj[1 - i])
+                nn.ModuleList(FusedFPNConv(conv, self.input_proj[1 - i])
+                              for conv in (block.conv1, block.conv2))
                 for i, block in enumerate(self.fpn_blocks))
