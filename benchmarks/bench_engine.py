@@ -17,8 +17,9 @@ own settings (OpenVINO's default precision, bf16 on such a CPU).
 
 The seeded weights find 50 "people" (the most a graph returns) in the frame, which is when
 mmdeploy's graph, whose DCC runs on the found rows only, does the most work. Two more rows
-measure our export and rtmlib on a few people: both graphs with the class bias lowered by
-``FEW_PEOPLE_SHIFT`` (7 detections), so again the same weights in both.
+measure our export (as exported by default, and with ``--rows found``, whose DCC runs on the
+rows found) and rtmlib on a few people: both graphs with the class bias lowered by
+``FEW_PEOPLE_SHIFT`` (8 detections in the 640x480 frame), so again the same weights in both.
 
 Targets: pipeline / bare run <= 1.05, pipeline / rtmlib <= 0.95 (our export against
 rtmlib on the official graph of the same weights; ours on OpenVINO at fp32 against rtmlib on
@@ -43,9 +44,9 @@ FEW_PEOPLE_SHIFT = -0.5  # added to the class-logit bias: 7 detections in the fr
 CLS_BIAS = 'head.head_module.out_cls.'  # + '{level}.bias', in checkpoints and mmdeploy graphs
 
 
-def own_export(checkpoint, folder, cls_shift=0.0):
+def own_export(checkpoint, folder, cls_shift=0.0, rows='fixed'):
     """Our exporter's graph (fixed batch 1, as the node runs one camera) of ``checkpoint``,
-    with ``cls_shift`` added to the class-logit biases."""
+    with ``cls_shift`` added to the class-logit biases and ``rows`` (``--rows``)."""
     import torch
 
     from rtmo_train import load_model
@@ -55,8 +56,8 @@ def own_export(checkpoint, folder, cls_shift=0.0):
     with torch.no_grad():
         for conv in model.head.head_module.out_cls:
             conv.bias += cls_shift
-    path = pathlib.Path(folder) / f'own_export{cls_shift:+g}.onnx'
-    export_onnx(model, path)
+    path = pathlib.Path(folder) / f'own_export{cls_shift:+g}_{rows}.onnx'
+    export_onnx(model, path, rows=rows)
     return path
 
 
@@ -122,38 +123,19 @@ def main(argv=None):
     bare = session(args.onnx, args.threads)
     feed = {'input': letterbox_image(frame, (640, 640))[0][None]}
     est = PoseEstimator(args.onnx, backend='onnxruntime', num_threads=args.threads)
-    rtm = rtmlib_model(args.onnx, args.threads)
-    own, few = None, {}
-    if args.checkpoint.exists():
-        folder = tempfile.mkdtemp()
-        own = PoseEstimator(own_export(args.checkpoint, folder),
-                            backend='onnxruntime', num_threads=args.threads)
-        few = {FEW_OWN: PoseEstimator(own_export(args.checkpoint, folder, FEW_PEOPLE_SHIFT),
-                                      backend='onnxruntime', num_threads=args.threads),
-               FEW_RTMLIB: rtmlib_model(shifted_graph(args.onnx, folder, FEW_PEOPLE_SHIFT),
-                                        args.threads)}
-    for _ in range(2):  # warm-up: arena allocation, first-run kernels
-        bare.run(None, feed), est(frame), rtm(frame), own and own(frame)
-        for fn in few.values():
-            fn(frame)
-
+    runners = {'bare': lambda _: bare.run(None, feed), 'ours': est,
+               **own_runners(args), 'rtmlib': rtmlib_model(args.onnx, args.threads)}
     extra, rtmlib_ov_precision = openvino_runners(args.onnx, args.threads)
-    for fn in extra.values():
-        fn(frame), fn(frame)  # warm-up
-    extra = {**few, **extra}
-    times = {'bare': [], 'ours': [], 'ours (own export)': [], 'rtmlib': [],
-             **{name: [] for name in extra}}
-    stages = []
-    for _ in range(args.iters):
-        times['bare'].append(timed(lambda: bare.run(None, feed)))
-        times['ours'].append(timed(lambda: est(frame)))
-        stages.append(est.timings)
-        if own is not None:
-            times['ours (own export)'].append(timed(lambda: own(frame)))
-        times['rtmlib'].append(timed(lambda: rtm(frame)))
-        for name, fn in extra.items():
+    runners.update(extra)
+    for fn in runners.values():  # warm-up: arena allocation, first-run kernels
+        fn(frame), fn(frame)
+    times, stages = {name: [] for name in runners}, []
+    for _ in range(args.iters):  # interleaved: load from other processes hits all alike
+        for name, fn in runners.items():
             times[name].append(timed(lambda fn=fn: fn(frame)))
-    med = {k: statistics.median(v) for k, v in times.items() if v}
+            if name == 'ours':
+                stages.append(est.timings)
+    med = {k: statistics.median(v) for k, v in times.items()}
 
     print(f'RTMO ONNX {args.onnx.name}, 640x480 frame, {args.threads} threads, '
           f'{args.iters} interleaved iterations, medians:')
@@ -161,17 +143,41 @@ def main(argv=None):
         print(f'  ours {name:<15} {statistics.median(getattr(s, name) for s in stages):8.2f}')
     for name, value in med.items():
         print(f'  {name:<21} {value:8.2f} ms')
+    print_ratios(med, rtmlib_ov_precision,
+                 people=len(runners[FEW_OWN](frame).scores) if FEW_OWN in runners else None)
+    for fn in runners.values():
+        if isinstance(fn, PoseEstimator):
+            fn.close()
+
+
+def own_runners(args):
+    """{row name: callable(frame)} of our pipeline on our own export of --checkpoint and of
+    the few-people pair; {} without the checkpoint."""
+    if not args.checkpoint.exists():
+        return {}
+    folder = tempfile.mkdtemp()
+
+    def ours(cls_shift=0.0, rows='fixed'):
+        return PoseEstimator(own_export(args.checkpoint, folder, cls_shift, rows),
+                             backend='onnxruntime', num_threads=args.threads)
+
+    few_graph = shifted_graph(args.onnx, folder, FEW_PEOPLE_SHIFT)
+    return {OWN: ours(), FEW_OWN: ours(FEW_PEOPLE_SHIFT),
+            FEW_FOUND: ours(FEW_PEOPLE_SHIFT, 'found'),
+            FEW_RTMLIB: rtmlib_model(few_graph, args.threads)}
+
+
+def print_ratios(med, rtmlib_ov_precision, people):
+    """The ratio lines of the rows that ran (``people``: found in the few-people frame)."""
     print(f'  pipeline / bare run  {med["ours"] / med["bare"]:8.3f}   (target <= 1.05)')
     print(f'  pipeline / rtmlib    {med["ours"] / med["rtmlib"]:8.3f}   (same graph)')
-    if own is not None:
-        print(f'  own export / rtmlib  {med["ours (own export)"] / med["rtmlib"]:8.3f}   '
+    if OWN in med:
+        print(f'  own export / rtmlib  {med[OWN] / med["rtmlib"]:8.3f}   '
               '(same weights; target <= 0.95)')
-        own.close()
-    if FEW_OWN in med:
-        people = len(few[FEW_OWN](frame).scores)
         print(f'  own export / rtmlib, few people ({people} found)  '
               f'{med[FEW_OWN] / med[FEW_RTMLIB]:8.3f}   (same weights; target <= 0.95)')
-        few[FEW_OWN].close()
+        print(f'  own export --rows found / rtmlib, few people  '
+              f'{med[FEW_FOUND] / med[FEW_RTMLIB]:8.3f}')
     if OV_FP32 in med:
         print(f'  ours (openvino fp32) / rtmlib {med[OV_FP32] / med["rtmlib"]:8.3f}   (same '
               'graph; rtmlib on its default backend, onnxruntime; target <= 0.95)')
@@ -179,11 +185,12 @@ def main(argv=None):
     if OV_BF16 in med and RTMLIB_OV in med:
         print(f'  ours (openvino bf16) / rtmlib (openvino) {med[OV_BF16] / med[RTMLIB_OV]:8.3f}'
               f'   (rtmlib runs {rtmlib_ov_precision} here: OpenVINO\'s default)')
-    est.close()
 
 
 OV_FP32, OV_BF16, RTMLIB_OV = 'ours (openvino fp32)', 'ours (openvino bf16)', 'rtmlib (openvino)'
-FEW_OWN, FEW_RTMLIB = 'own export, few people', 'rtmlib, few people'
+OWN = 'ours (own export)'
+FEW_OWN, FEW_FOUND = 'own export, few people', 'own export --rows found, few people'
+FEW_RTMLIB = 'rtmlib, few people'
 
 
 def openvino_runners(onnx_path, threads):

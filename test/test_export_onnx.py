@@ -131,3 +131,69 @@ def test_jetpack5_export_has_only_tensorrt85_ops_and_constant_topk(parity_dir, m
     assert np.array_equal(dets[0, :, 4] > 0, valid)
     assert np.abs(kpts[0, valid, :, :2] - ref_kpts[0, valid, :, :2]).max() <= PIXEL_TOL
 
+
+
+@pytest.fixture(scope='module')
+def onnx_found(model, tmp_path_factory):
+    """Dynamic-batch export with --rows found and N = 100."""
+    path = tmp_path_factory.mktemp('onnx') / 'rtmo_s_found.onnx'
+    assert export_onnx(model, path, max_detections=100, dynamic_batch=True, rows='found') == 100
+    return path
+
+
+def test_rows_found_gives_one_row_per_detection(model, net_input, onnx_found, onnx_100):
+    """--rows found: as many rows as NMS kept (the DCC runs on those only), equal to the
+    fixed-rows graph's valid rows; TensorRT-parsable operators, K computed (the tensorrt
+    backend warns about it)."""
+    from rtmo_ros.engine.backends.tensorrt_backend import graph_findings
+
+    graph = onnx.load(str(onnx_found))
+    assert {node.op_type for node in graph.graph.node} <= TENSORRT_OPS
+    assert graph_findings(onnx_found)['computed_topk_k']
+    dets, kpts = run(onnx_found, net_input)
+    fixed_dets, fixed_kpts = run(onnx_100, net_input)
+    n = len(model.predict_network(net_input)[0]['scores'])  # 79
+    assert dets.shape == (1, n, 5) and kpts.shape == (1, n, 17, 3)
+    np.testing.assert_allclose(dets[0], fixed_dets[0, :n], atol=1e-4)
+    np.testing.assert_allclose(kpts[0], fixed_kpts[0, :n], atol=1e-3)
+
+
+def test_rows_found_pads_the_image_with_fewer_people_and_caps_at_n(net_input, onnx_found,
+                                                                   model, tmp_path):
+    grey = np.full_like(net_input, 114.0)
+    single = [run(onnx_found, image) for image in (net_input, grey)]
+    dets, kpts = run(onnx_found, np.concatenate((net_input, grey)))
+    assert dets.shape[1] == min(100, sum(d.shape[1] for d, _ in single))
+    for b, (single_dets, single_kpts) in enumerate(single):
+        rows = single_dets.shape[1]
+        np.testing.assert_allclose(dets[b, :rows], single_dets[0], atol=1e-3)
+        np.testing.assert_allclose(kpts[b, :rows], single_kpts[0], atol=1e-3)
+        assert np.all(dets[b, rows:] == 0) and np.all(kpts[b, rows:] == 0)
+    path = tmp_path / 'top5.onnx'
+    assert export_onnx(model, path, max_detections=5, rows='found') == 5
+    assert run(path, net_input)[0].shape == (1, 5, 5)
+
+
+def test_rows_found_without_detections_is_one_zero_row(model, net_input, tmp_path):
+    import copy
+
+    import torch
+
+    nobody = copy.deepcopy(model)
+    with torch.no_grad():
+        for conv in nobody.head.head_module.out_cls:
+            conv.bias -= 30.0  # every score ~1e-13: nothing above 0.1
+    path = tmp_path / 'nobody.onnx'
+    export_onnx(nobody, path, rows='found')
+    dets, kpts = run(path, net_input)
+    assert dets.shape == (1, 1, 5) and np.all(dets == 0) and np.all(kpts == 0)
+
+
+def test_rows_option_is_checked(model, tmp_path, parity_dir, capsys):
+    with pytest.raises(ValueError, match='fixed, found'):
+        export_onnx(model, tmp_path / 'x.onnx', rows='some')
+    with pytest.raises(ValueError, match='TensorRT 8.5'):
+        export_onnx(model, tmp_path / 'x.onnx', opset=16, rows='found')
+    assert main([str(parity_dir / 'rtmo-s_coco_seed1.pth'), str(tmp_path / 'y.onnx'),
+                 '--jetpack5', '--rows', 'found']) == 2
+    assert 'TensorRT 8.5' in capsys.readouterr().err

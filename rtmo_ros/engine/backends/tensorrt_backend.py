@@ -391,8 +391,9 @@ def check_parsable(trt, onnx_path):
                                                      what=' or '.join(what)))
     elif found['computed_topk_k']:
         LOG.warning('rtmo: %s has a TopK whose K is computed from the data (mmdeploy\'s '
-                    'graph); TensorRT does not document whether it builds that: if the build '
-                    'fails, export the checkpoint with rtmo-export (constant K)', onnx_path)
+                    'graph, or rtmo-export --rows found); TensorRT does not document whether '
+                    'it builds that: if the build fails, export the checkpoint with rtmo-export '
+                    '(fixed rows, the default: constant K)', onnx_path)
 
 
 WEIGHTED_LAYERS = ('CONVOLUTION', 'DECONVOLUTION', 'MATRIX_MULTIPLY', 'FULLY_CONNECTED')
