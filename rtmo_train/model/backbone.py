@@ -47,6 +47,8 @@ class Focus(nn.Module):
         conv6.bias.copy_(conv3.bias)
         self.conv.conv = conv6.to(conv3.weight)
         self.space_to_depth = False
+
+
 class DarknetBottleneck(nn.Module):
     """1x1 conv -> 3x3 conv, with an optional residual (expansion 1.0)."""
 

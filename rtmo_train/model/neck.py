@@ -128,7 +128,8 @@ class FusedFPNConv(nn.Module):
 
     def __init__(self, conv, proj):
         super().__init__()
-        conv.fuse(), proj.fuse()  # BatchNorm folded first
+        conv.fuse()  # BatchNorm folded first
+        proj.fuse()
         weight, bias = conv.conv.weight.double(), conv.conv.bias.double()
         lateral_channels = proj.conv.out_channels
         w_side = weight[:, lateral_channels:, 0, 0]

@@ -105,10 +105,10 @@ class RTMO(nn.Module):
     @torch.no_grad()
     def deploy(self):
         """Fuse for inference/export, in place: BN into convs, RepVGG branches, DCC BN1d, the
-        stem's space-to-depth into its conv.
+        stem's space-to-depth into its conv, the FPN blocks' input convs (``FusedFPNConv``).
 
-        Rewrites parameters only; outputs stay equal up to float rounding. The fused model
-        no longer has mmpose's state-dict layout and cannot be trained. Returns ``self``.
+        Outputs stay equal up to float rounding. The fused model no longer has mmpose's
+        state-dict layout and cannot be trained. Returns ``self``.
         """
         self.eval()
         # every fuse() is idempotent and works on already fused children, so order is free
