@@ -97,10 +97,11 @@ class DCCOutput(NamedTuple):
 
     def keypoints(self):
         """Integral decode: (..., K, 2) expected (x, y) per keypoint."""
-        # sum over the bins of prob * bin position, as a product with the bins column
-        x = torch.matmul(self.prob_x, self.bins_x.unsqueeze(-1))
-        y = torch.matmul(self.prob_y, self.bins_y.unsqueeze(-1))
-        return torch.cat((x, y), dim=-1)
+        # elementwise, not a matrix product: TensorRT's fp16 graphs keep what follows the last
+        # Conv/MatMul/Gemm in fp32, and the decoded pixels need it (0.5 px steps in fp16)
+        x = (self.prob_x * self.bins_x.unsqueeze(-2)).sum(-1)
+        y = (self.prob_y * self.bins_y.unsqueeze(-2)).sum(-1)
+        return torch.stack((x, y), dim=-1)
 
 
 def box_center_scale(boxes, padding=BBOX_PADDING):
