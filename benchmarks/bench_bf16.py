@@ -17,13 +17,13 @@ import pathlib
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 from rtmo_ros.engine import PoseEstimator, zoo
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bench_engine import timed  # noqa: E402
 from bench_int8 import DEFAULT_ONNX, keypoint_drift  # noqa: E402
 
 RUNS = (('onnxruntime', 'fp32'), ('openvino', 'fp32'), ('openvino', 'bf16'))
@@ -41,10 +41,7 @@ def speed(onnx_path, threads, iters):
             est(frame)
     for _ in range(iters):
         for run, est in ests.items():
-            time.sleep(0.1)  # thread pools spin after a run: let them settle
-            start = time.perf_counter()
-            est(frame)
-            times[run].append(1e3 * (time.perf_counter() - start))
+            times[run].append(timed(lambda est=est: est(frame)))  # after a 0.1 s pause
     med = {run: statistics.median(t) for run, t in times.items()}
     print(f'speed  {onnx_path.name}, {threads} threads, {iters} iterations: ' + ', '.join(
         f'{b} {p} {m:.1f} ms' for (b, p), m in med.items()))

@@ -40,7 +40,7 @@ from rtmo_ros.engine.preprocess import letterbox_image
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_ONNX = REPO.parent / 'shared' / 'parity' / 'rtmo-s_coco_seed1_mmdeploy.onnx'
 DEFAULT_CHECKPOINT = DEFAULT_ONNX.with_name('rtmo-s_coco_seed1.pth')
-FEW_PEOPLE_SHIFT = -0.5  # added to the class-logit bias: 7 detections in the frame, not 50
+FEW_PEOPLE_SHIFT = -0.5  # added to the class-logit bias: 8 detections in the frame, not 50
 CLS_BIAS = 'head.head_module.out_cls.'  # + '{level}.bias', in checkpoints and mmdeploy graphs
 
 

@@ -45,7 +45,7 @@ ARGUMENTS = (
                     '<cam>/poses, one engine call for all; empty = params_file'),
     ('use_depth', '', 'true/false: publish 3D keypoints from depth_topic; empty = params_file'),
     ('model', '', 'RTMO model: .onnx/.engine/.pth path or zoo name; empty = params_file'),
-    ('backend', '', 'auto, onnxruntime, tensorrt or torch; empty = params_file'),
+    ('backend', '', 'auto, onnxruntime, tensorrt, openvino or torch; empty = params_file'),
     ('params_file', '', 'node parameters YAML; empty = <share>/rtmo_ros/config/pose.yaml'),
     ('namespace', '', 'namespace of the node and its topics'),
     ('autostart', 'true', 'configure and activate the node at start-up'),

@@ -17,7 +17,7 @@ fewer than N detections gets **all-zero padding rows** (score exactly 0): keep r
 score > 0. Unlike mmdeploy's graph (N = min(50, detections + 1)), N never varies, so the DCC
 runs on N rows whoever is in the image. ``--rows found`` makes N the number of detections NMS
 kept in the whole batch (at least 1, at most the above): the DCC then runs on the people
-found (3 % of a CPU run of RTMO-s with 8 people), but TopK's K is computed, which TensorRT
+found (3-4 % of a CPU run of RTMO-s with 8 people), but TopK's K is computed, which TensorRT
 does not document (the tensorrt backend warns); for ONNX Runtime and OpenVINO.
 
 Baked-in post-process (mmpose's test_cfg): score > 0.1 (strict), then the standard ONNX
@@ -189,8 +189,8 @@ def export_onnx(model, path, max_detections=MAX_DETECTIONS, dynamic_batch=False,
     w, h = model.cfg.input_size
     dummy = torch.full((1, 3, h, w), 114.0)
     batch = {0: 'batch'} if dynamic_batch else {}
-    rows = {} if fixed_rows else {1: 'rows'}
-    axes = {'input': batch, 'dets': {**batch, **rows}, 'keypoints': {**batch, **rows}}
+    row_axis = {} if fixed_rows else {1: 'rows'}
+    axes = {'input': batch, 'dets': {**batch, **row_axis}, 'keypoints': {**batch, **row_axis}}
     with torch.no_grad(), warnings.catch_warnings():
         # tracing warns about Python ints taken from shapes (the spatial size is fixed), and
         # the TorchScript exporter about its deprecation: it is used on purpose, since the
