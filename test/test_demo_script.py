@@ -42,6 +42,9 @@ def test_demo_runs_the_bundled_model_through_the_node(tmp_path, capsys):
     assert 'COCO AP / AR' in out and 'over all 10 frames' in out
     assert 'lock-step through the node: 0 of 10 timed out' in out
     assert 'real time      at 30 Hz:' in out and 'dropped by the node' in out
+    # the machine-dependent real-time lines come after the headline, under their own label
+    timing = out.index('timing on this machine')
+    assert out.index('3D (depth)') < timing < out.index('real time      at')
     assert f"tracking       IDF1 {report['idf1']:.3f}, {report['id_switches']} ID switches" in out
     assert f"3D (depth)     keypoint error median {report['kpt3d_err_median_m']:.3f} m" in out
 
